@@ -1,0 +1,52 @@
+# kis-stream: the two commands are `make demo` (main job) and `make test` (whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv fetch demo test lint typecheck unit services-up services-down bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## fetch: download (once, cached) the Kafka and schema-registry jars from Maven Central.
+fetch: venv
+	$(BIN)/kis-stream services fetch
+
+## demo: the whole pipeline on the embedded simulator, with a live terminal view.
+demo: fetch
+	$(BIN)/kis-stream demo
+
+## test: lint, type-check, then every test (unit, integration, e2e) against real services.
+test: fetch lint typecheck
+	$(BIN)/python -m pytest
+
+unit: venv
+	$(BIN)/python -m pytest -m "not kafka and not e2e"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+services-up: fetch
+	$(BIN)/kis-stream services up
+
+services-down: venv
+	$(BIN)/kis-stream services down
+
+bench: fetch
+	$(BIN)/kis-stream bench all
+
+clean: services-down
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Faust agents computing the derived streams (one module per stream)."""

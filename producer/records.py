@@ -1,0 +1,41 @@
+"""What the decoder hands to the rest of the pipeline: typed records and decode errors.
+
+A `Record` is one KIS record (one of the N in a frame) with its envelope. Its Avro form is
+the envelope fields followed by the TR's snake_case fields (see schemas/raw/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Record:
+    tr_id: str
+    venue: str
+    symbol: str
+    event_time: int | None
+    """Exchange time as UTC epoch milliseconds (None when the record carries no time)."""
+    received_at: int
+    """When the frame was read off the socket, UTC epoch microseconds."""
+    session: str
+    """Which WebSocket connection delivered it (stable id per connection)."""
+    seq: int
+    """Per-connection frame sequence number (records of one frame share it)."""
+    index: int
+    """Position of this record within its frame (0-based)."""
+    fields: dict[str, Any]
+    """snake_case KIS name -> typed value, None where KIS sent nothing."""
+    extra: list[str] | None = None
+    """Fields past the catalogue's width (KIS appended something new), kept verbatim."""
+
+
+@dataclass(slots=True)
+class DecodeError:
+    reason: str
+    raw: str | bytes
+    tr_id: str | None = None
+    received_at: int = 0
+    session: str = ""
+    seq: int = 0
