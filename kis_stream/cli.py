@@ -14,6 +14,7 @@ import click
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "services": "kis_stream.services:services",
+    "bench": "kis_stream.bench:bench",
 }
 
 
