@@ -1,0 +1,57 @@
+"""The demo's live view: latest value per key, rates over a window, rendering."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from kis_stream import topics
+from kis_stream.dashboard import Dashboard
+
+
+def _bar(symbol: str, venue: str, close: int, start: int) -> dict[str, object]:
+    return {
+        "symbol": symbol,
+        "venue": venue,
+        "window_start": start,
+        "open": close,
+        "high": close,
+        "low": close,
+        "close": close,
+        "volume": 10,
+        "vwap": float(close),
+        "trade_count": 1,
+        "revision": 0,
+    }
+
+
+def test_keeps_latest_per_symbol_and_venue() -> None:
+    board = Dashboard()
+    board.add(topics.BARS_1S, _bar("005930", "KRX", 70000, 0), now=0.0)
+    board.add(topics.BARS_1S, _bar("005930", "KRX", 70100, 1000), now=0.5)
+    board.add(topics.BARS_1S, _bar("005930", "NXT", 70050, 1000), now=0.6)
+    state = board.streams[topics.BARS_1S]
+    assert state.total == 3
+    assert state.latest["005930 KRX"]["close"] == 70100
+    assert state.latest["005930 NXT"]["close"] == 70050
+
+
+def test_rate_counts_only_the_window() -> None:
+    board = Dashboard()
+    for i in range(10):
+        board.add(topics.BOOK_IMBALANCE, {"symbol": "000660", "venue": "KRX"}, now=float(i))
+    # at t=10 with a 5 s window, arrivals at 5..9 count
+    assert board.streams[topics.BOOK_IMBALANCE].rate(now=10.0) == 1.0
+
+
+def test_render_shows_values_and_unknown_topics_are_ignored() -> None:
+    board = Dashboard()
+    board.add("some.other.topic", {"symbol": "x"})
+    board.add(topics.SPREAD_KRX_NXT, {"symbol": "005930", "krx_mid": 70050.0, "crossed": True})
+    board.set_lag(topics.SPREAD_KRX_NXT, 3)
+    console = Console(width=200, record=True)
+    console.print(board.render())
+    text = console.export_text()
+    assert "70,050.0" in text
+    assert "YES" in text
+    assert "lag 3" in text
+    assert "some.other.topic" not in text
