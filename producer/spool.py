@@ -8,14 +8,16 @@ Layout: `<id>.seg` segment files (a magic line, then records framed as length + 
 torn tail after a crash is detected and cut) and `<id>.ack` side files holding how many
 leading records of the segment the broker has acknowledged. Acknowledgements may arrive out
 of order across partitions, so each segment keeps a contiguous watermark plus the set of
-acked indices beyond it; only the watermark is persisted, and a segment is deleted once it
-is sealed and every record in it is acknowledged. Records below the watermark are never
-sent again, which is what keeps a restart from duplicating what the broker already has.
+acked indices beyond it; both are persisted (every second and on close), and a segment is
+deleted once it is sealed and every record in it is acknowledged. Acknowledged records are
+never sent again, which is what keeps a restart from duplicating what the broker already
+has (only a crash between an acknowledgement and the next checkpoint can resend a record).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import struct
 import threading
@@ -71,6 +73,20 @@ def decode_payload(payload: bytes) -> SpoolMessage:
     return SpoolMessage(topic, key, value, received_at)
 
 
+def _read_acks(path: Path) -> tuple[int, list[int]]:
+    """A segment's persisted acknowledgements: contiguous watermark, indices beyond it."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0, []
+    if isinstance(doc, int):
+        return doc, []
+    if not isinstance(doc, dict):
+        return 0, []
+    beyond = doc.get("beyond") or []
+    return int(doc.get("acked", 0)), [int(i) for i in beyond if isinstance(i, int)]
+
+
 def _read_frame(handle: BinaryIO) -> bytes | None:
     """The next intact payload, or None at end of file or at a torn/corrupt record."""
     head = handle.read(_FRAME.size)
@@ -95,6 +111,9 @@ class _Segment:
     acked: int = 0
     acked_beyond: set[int] = field(default_factory=set)
     persisted_acked: int = 0
+    persisted_beyond: int = 0
+    skip: set[int] = field(default_factory=set)
+    """Indices ahead of the read cursor that are already acknowledged (after a restart)."""
 
     @property
     def ack_path(self) -> Path:
@@ -135,36 +154,48 @@ class Spool:
             except ValueError:
                 continue
             segment = self._scan(seg_id, path)
-            if segment.count == 0 or segment.acked >= segment.count:
+            if segment.unacked <= 0:
                 self._remove_files(segment)
                 continue
             self._segments[seg_id] = segment
             self._order.append(seg_id)
             self._depth += segment.unacked
-            self._unread += segment.count - segment.read_index
+            self._unread += segment.count - segment.read_index - len(segment.skip)
 
     def _scan(self, seg_id: int, path: Path) -> _Segment:
         segment = _Segment(seg_id, path, sealed=True)
-        try:
-            segment.acked = segment.persisted_acked = int(segment.ack_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            segment.acked = 0
+        acked, beyond = _read_acks(segment.ack_path)
+        positions: list[int] = []
         with path.open("r+b") as handle:
             if handle.read(len(MAGIC)) != MAGIC:
                 return segment  # not ours or torn before the magic: count 0, removed
             pos = len(MAGIC)
             while (payload := _read_frame(handle)) is not None:
-                if segment.count == segment.acked:
-                    segment.read_pos = pos
-                segment.count += 1
+                positions.append(pos)
                 pos += _FRAME.size + len(payload)
             handle.truncate(pos)  # cut a torn tail so later appends never follow garbage
-            segment.size = pos
-        segment.acked = min(segment.acked, segment.count)
+        segment.size = pos
+        segment.count = len(positions)
+        segment.acked = segment.persisted_acked = min(acked, segment.count)
+        segment.acked_beyond = {i for i in beyond if segment.acked < i < segment.count}
+        segment.persisted_beyond = len(segment.acked_beyond)
         segment.read_index = segment.acked
-        if segment.acked == segment.count:
-            segment.read_pos = segment.size
+        segment.read_pos = positions[segment.acked] if segment.acked < segment.count else pos
+        segment.skip = set(segment.acked_beyond)
+        self._skip_acked(segment, positions)
         return segment
+
+    @staticmethod
+    def _skip_acked(segment: _Segment, positions: list[int]) -> None:
+        """Move the read cursor past records acknowledged out of order before a restart."""
+        while segment.read_index in segment.skip:
+            segment.skip.discard(segment.read_index)
+            segment.read_index += 1
+            segment.read_pos = (
+                positions[segment.read_index]
+                if segment.read_index < segment.count
+                else segment.size
+            )
 
     # --- writing ---
     def append(self, msg: SpoolMessage) -> None:
@@ -253,6 +284,19 @@ class Spool:
             segment.read_pos = next_pos
             self._unread -= 1
             self._peeked = None
+            if segment.read_index in segment.skip:
+                self._skip_on_disk(segment)
+
+    def _skip_on_disk(self, segment: _Segment) -> None:
+        handle = self._reader_for(segment)
+        while segment.read_index in segment.skip:
+            handle.seek(segment.read_pos)
+            payload = _read_frame(handle)
+            if payload is None:
+                break
+            segment.skip.discard(segment.read_index)
+            segment.read_index += 1
+            segment.read_pos += _FRAME.size + len(payload)
 
     def _read_next(self) -> tuple[SpoolOffset, SpoolMessage, int] | None:
         for seg_id in self._order:
@@ -307,19 +351,20 @@ class Spool:
         """Persist each segment's acknowledged watermark (atomic rename)."""
         with self._lock:
             pending = [
-                (s.ack_path, s.acked, s)
+                (s, s.acked, sorted(s.acked_beyond))
                 for s in self._segments.values()
-                if s.acked != s.persisted_acked
+                if s.acked != s.persisted_acked or len(s.acked_beyond) != s.persisted_beyond
             ]
-        for path, acked, segment in pending:
-            tmp = path.with_suffix(".ack.tmp")
-            tmp.write_text(str(acked))
+        for segment, acked, beyond in pending:
+            tmp = segment.ack_path.with_suffix(".ack.tmp")
+            tmp.write_text(json.dumps({"acked": acked, "beyond": beyond}))
             with self._lock:
                 if segment.id not in self._segments:
                     tmp.unlink(missing_ok=True)
                     continue
-                tmp.replace(path)
+                tmp.replace(segment.ack_path)
                 segment.persisted_acked = acked
+                segment.persisted_beyond = len(beyond)
 
     def _delete(self, segment: _Segment) -> None:
         if self._reader is not None and self._reader[0] == segment.id:

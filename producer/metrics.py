@@ -1,0 +1,67 @@
+"""Prometheus metrics of the producer, on a registry of its own (one per service instance).
+
+The names are what dashboards and alerts use: frames and records per TR, decode errors and
+drift, receive-to-ack latency, delivery failures, reconnects, spool depth, session state.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from producer.session import SessionState
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+)  # fmt: skip
+
+
+class ProducerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.frames = Counter("kis_frames", "Data frames received", ["tr_id"], registry=r)
+        self.records = Counter("kis_records", "Records decoded and produced", ["tr_id"], registry=r)
+        self.decode_errors = Counter(
+            "kis_decode_errors", "Frames sent to the dead-letter topic", ["tr_id"], registry=r
+        )
+        self.drift = Counter(
+            "kis_field_drift",
+            "Records whose field count differs from the catalogue (KIS added or dropped fields)",
+            ["tr_id"],
+            registry=r,
+        )
+        self.produce_latency = Histogram(
+            "kis_produce_latency_seconds",
+            "Frame receive time to broker acknowledgement",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.acked = Counter("kis_acked_messages", "Messages the broker acknowledged", registry=r)
+        self.delivery_failures = Counter(
+            "kis_delivery_failures", "Messages the broker refused for good", ["topic"], registry=r
+        )
+        self.reconnects = Counter("kis_reconnects", "WebSocket reconnects", ["session"], registry=r)
+        self.spool_depth = Gauge(
+            "kis_spool_depth_records",
+            "Records in the on-disk spool not yet acknowledged",
+            registry=r,
+        )
+        self.spool_bytes = Gauge("kis_spool_bytes", "Size of the on-disk spool", registry=r)
+        self.in_memory = Gauge(
+            "kis_producer_queue_messages", "Messages in the producer's memory queue", registry=r
+        )
+        self.pipeline_backlog = Gauge(
+            "kis_pipeline_backlog_frames", "Frames read but not yet decoded", registry=r
+        )
+        self.session_state = Gauge(
+            "kis_session_state", "1 for the current state of each session", ["session", "state"],
+            registry=r,
+        )  # fmt: skip
+        self.gaps = Counter(
+            "kis_gaps", "Gaps reported on the status topic", ["session"], registry=r
+        )
+
+    def set_session_state(self, session: str, state: SessionState) -> None:
+        for candidate in SessionState:
+            self.session_state.labels(session, candidate.value).set(1 if candidate is state else 0)

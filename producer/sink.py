@@ -1,0 +1,254 @@
+"""The Kafka side: an idempotent producer that never blocks the pipeline and loses nothing.
+
+Messages go straight to librdkafka (idempotent, acks=all, no local timeout: it retries
+until the broker is back, in order). Its queue is the bounded memory buffer; when it is
+full, `send` switches to the on-disk spool and every later message follows it there, so
+order is kept. `pump` feeds the spool back to librdkafka as room appears, and when the
+reader has caught up, messages go direct again. Delivery reports acknowledge spooled
+records (so a restart never resends them) and time receive-to-ack latency.
+
+On close, whatever the broker has not acknowledged within the flush timeout is purged from
+librdkafka and written, in produce order, to a segment placed before the rest of the spool;
+spooled records it duplicates are acknowledged, so the next run sends each exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from producer.metrics import ProducerMetrics
+from producer.spool import Spool, SpoolMessage, SpoolOffset
+
+log = logging.getLogger(__name__)
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def producer_config(
+    base: dict[str, str],
+    *,
+    compression: str,
+    linger_ms: float,
+    memory_mb: int,
+    memory_messages: int,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.timeout.ms": 0,  # never give up locally: the spool handles long outages
+        "compression.type": compression,
+        "linger.ms": linger_ms,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.kbytes": memory_mb * 1024,
+        "queue.buffering.max.messages": memory_messages,
+        "reconnect.backoff.max.ms": 2000,
+    }
+    config.update(base)
+    return config
+
+
+class KafkaSink:
+    """Thread use: `send`/`pump`/`close` from the pipeline thread; reports on a poll thread."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        spool: Spool,
+        metrics: ProducerMetrics,
+        *,
+        rejected_path: Path | None = None,
+    ) -> None:
+        self._producer = Producer(
+            config, logger=logging.getLogger("librdkafka"), error_cb=self._on_error
+        )
+        self._spool = spool
+        self._metrics = metrics
+        self._rejected_path = rejected_path
+        self._spooling = spool.unread > 0  # a spool left behind is drained before new records
+        self._gseq = 0
+        self._closing = False
+        self._purged: list[tuple[int, SpoolMessage, SpoolOffset | None]] = []
+        self._purged_lock = threading.Lock()
+        self._next_pump = 0.0
+        self._next_checkpoint = 0.0
+        self.fatal: KafkaError | None = None
+        self.acked = 0
+        self.failed = 0
+        self.broker_reachable = True
+        self._stop_poll = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kis-delivery", daemon=True)
+        self._poller.start()
+        if self._spooling:
+            log.info("draining the spool left by the previous run", extra={"records": spool.depth})
+
+    # --- producing ---
+    def send(self, topic: str, key: bytes | None, value: bytes, received_at: int) -> None:
+        """Queue one message; never blocks and never drops (memory, then disk)."""
+        if self._spooling:
+            self._spool.append(SpoolMessage(topic, key, value, received_at))
+            return
+        try:
+            self._produce(topic, key, value, received_at, None)
+        except BufferError:
+            self._spooling = True
+            log.warning(
+                "producer memory full: spooling to disk", extra={"queued": len(self._producer)}
+            )
+            self._spool.append(SpoolMessage(topic, key, value, received_at))
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        received_at: int,
+        offset: SpoolOffset | None,
+    ) -> None:
+        self._gseq += 1
+        self._producer.produce(
+            topic,
+            value,
+            key,
+            timestamp=received_at // 1000,
+            on_delivery=functools.partial(self._delivered, self._gseq, received_at, offset),
+        )
+
+    def pump(self) -> None:
+        """Housekeeping from the pipeline loop: refill librdkafka from the spool, checkpoint."""
+        now = time.monotonic()
+        if self._spooling and now >= self._next_pump:
+            self._drain_spool(now)
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + 1.0
+            self._spool.flush()
+            self._spool.checkpoint()
+            self._metrics.spool_depth.set(self._spool.depth)
+            self._metrics.spool_bytes.set(self._spool.size_bytes)
+            self._metrics.in_memory.set(len(self._producer))
+
+    def _drain_spool(self, now: float) -> None:
+        for _ in range(5000):  # bounded slice so new frames are not starved
+            item = self._spool.peek()
+            if item is None:
+                self._spooling = False
+                log.info("spool drained: producing directly again")
+                return
+            offset, msg = item
+            try:
+                self._produce(msg.topic, msg.key, msg.value, msg.received_at, offset)
+            except BufferError:
+                self._gseq -= 1
+                self._next_pump = now + 0.05
+                return
+            self._spool.advance()
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._producer)
+
+    # --- delivery reports ---
+    def _poll_loop(self) -> None:
+        while not self._stop_poll.is_set():
+            self._producer.poll(0.05)
+
+    def _delivered(
+        self,
+        gseq: int,
+        received_at: int,
+        offset: SpoolOffset | None,
+        err: KafkaError | None,
+        msg: Message,
+    ) -> None:
+        if err is None:
+            if offset is not None:
+                self._spool.ack(offset)
+            self.acked += 1
+            self.broker_reachable = True
+            self._metrics.acked.inc()
+            self._metrics.produce_latency.observe(max(0.0, time.time() - received_at / 1e6))
+            return
+        topic = msg.topic() or ""
+        if err.code() in _PURGED or err.fatal():
+            with self._purged_lock:
+                self._purged.append(
+                    (gseq, SpoolMessage(topic, msg.key(), msg.value() or b"", received_at), offset)
+                )
+            return
+        # A permanent refusal (e.g. message too large, topic authorisation): keep the bytes.
+        self.failed += 1
+        self._metrics.delivery_failures.labels(topic).inc()
+        log.error("broker refused a message", extra={"topic": topic, "error": err.str()})
+        self._reject(topic, msg, received_at, err)
+        if offset is not None:
+            self._spool.ack(offset)
+
+    def _reject(self, topic: str, msg: Message, received_at: int, err: KafkaError) -> None:
+        if self._rejected_path is None:
+            return
+        entry = {
+            "topic": topic,
+            "key": base64.b64encode(msg.key() or b"").decode(),
+            "value": base64.b64encode(msg.value() or b"").decode(),
+            "received_at": received_at,
+            "error": err.str(),
+        }
+        self._rejected_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._rejected_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+            log.critical("fatal producer error", extra={"error": err.str()})
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.broker_reachable = False
+            log.warning("broker unreachable", extra={"error": err.str()})
+        else:
+            log.warning("producer error", extra={"error": err.str()})
+
+    # --- shutdown ---
+    def close(self, flush_timeout_s: float) -> int:
+        """Flush; spool what the broker did not acknowledge in time. Returns records spooled."""
+        self._closing = True
+        remaining = (
+            self._producer.flush(flush_timeout_s) if flush_timeout_s > 0 else len(self._producer)
+        )
+        if remaining:
+            log.warning(
+                "broker did not acknowledge everything in time: spooling",
+                extra={"remaining": remaining},
+            )
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self._producer.flush(5)
+        self._stop_poll.set()
+        self._poller.join(5)
+        self._producer.poll(0)
+        with self._purged_lock:
+            purged = sorted(self._purged, key=lambda item: item[0])
+            self._purged.clear()
+        if purged:
+            self._spool.prepend([msg for _, msg, _ in purged])
+            for _, _, offset in purged:
+                if offset is not None:
+                    self._spool.ack(offset)  # now held, in order, by the prepended segment
+        self._spool.close()
+        self._metrics.spool_depth.set(self._spool.depth)
+        return len(purged)
+
+
+def raise_if_fatal(sink: KafkaSink) -> None:
+    if sink.fatal is not None:
+        raise KafkaException(sink.fatal)
