@@ -15,6 +15,7 @@ import click
 COMMANDS: dict[str, str] = {
     "services": "kis_stream.services:services",
     "bench": "kis_stream.bench:bench",
+    "sim": "simulator.cli:sim",
     "demo": "kis_stream.demo:demo",
 }
 

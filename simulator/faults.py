@@ -1,0 +1,115 @@
+"""Fault injection: what the control endpoint and the CLI flags can switch on.
+
+`POST /_sim/faults` takes one JSON object; each key is a command (`drop_connections`,
+`stall_seconds`, `malformed_rate`, `malformed_kinds`, `extra_field`, `expire_approval_keys`,
+`trigger_vi`, `clear`). The state that outlives a command (rates, extra fields, stalls) lives
+here; one-shot actions are carried out by the server.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+MALFORMED_KINDS = ("truncated", "bad_count", "garbage", "unknown_tr", "bad_utf8")
+
+
+class FaultError(ValueError):
+    """A fault command that cannot be applied (reported to the caller as HTTP 400)."""
+
+
+@dataclass
+class Faults:
+    seed: int = 1
+    malformed_rate: float = 0.0
+    malformed_kinds: tuple[str, ...] = MALFORMED_KINDS
+    extra_fields: dict[str, str] = field(default_factory=dict)
+    """tr_id -> value appended to every record of that TR (KIS-style field drift)."""
+    stalled_until: float = 0.0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"{self.seed}:faults")
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "malformed_rate": self.malformed_rate,
+            "malformed_kinds": list(self.malformed_kinds),
+            "extra_field": dict(self.extra_fields),
+            "stalled_for": max(0.0, self.stalled_until - now),
+        }
+
+    def configure(self, command: dict[str, Any], now: float) -> None:
+        """Apply the persistent parts of a command; raises FaultError on bad input."""
+        if command.get("clear"):
+            self.malformed_rate = 0.0
+            self.malformed_kinds = MALFORMED_KINDS
+            self.extra_fields.clear()
+            self.stalled_until = 0.0
+        if "malformed_rate" in command:
+            rate = command["malformed_rate"]
+            if not isinstance(rate, int | float) or not 0 <= rate <= 1:
+                raise FaultError("malformed_rate must be a number in [0, 1]")
+            self.malformed_rate = float(rate)
+        if "malformed_kinds" in command:
+            kinds = command["malformed_kinds"]
+            if not isinstance(kinds, list) or not kinds or set(kinds) - set(MALFORMED_KINDS):
+                raise FaultError(f"malformed_kinds must be a non-empty subset of {MALFORMED_KINDS}")
+            self.malformed_kinds = tuple(kinds)
+        if "stall_seconds" in command:
+            seconds = command["stall_seconds"]
+            if not isinstance(seconds, int | float) or seconds < 0:
+                raise FaultError("stall_seconds must be a non-negative number")
+            self.stalled_until = now + float(seconds)
+        if "extra_field" in command:
+            self._configure_extra(command["extra_field"])
+
+    def _configure_extra(self, spec: Any) -> None:
+        if spec is None:
+            self.extra_fields.clear()
+            return
+        specs = spec if isinstance(spec, list) else [spec]
+        for item in specs:
+            if isinstance(item, str):
+                item = {"tr_id": item}
+            if not isinstance(item, dict) or not isinstance(item.get("tr_id"), str):
+                raise FaultError(
+                    'extra_field must be {"tr_id": ..., "value"?: ..., "enabled"?: ...}'
+                )
+            if item.get("enabled", True):
+                self.extra_fields[item["tr_id"]] = str(item.get("value", "X"))
+            else:
+                self.extra_fields.pop(item["tr_id"], None)
+
+    def stalled(self, now: float) -> float:
+        """Seconds left of the current stall (0 if none)."""
+        return max(0.0, self.stalled_until - now)
+
+    def pick_malformed(self) -> str | None:
+        """The kind of corruption for the next data frame, or None to send it intact."""
+        if self.malformed_rate and self.rng.random() < self.malformed_rate:
+            return self.rng.choice(self.malformed_kinds)
+        return None
+
+    def malform(self, frame: str, kind: str) -> str | bytes:
+        """A corrupted version of a data frame (bytes for 'bad_utf8', sent as binary)."""
+        head, _, payload = frame.partition("|")
+        if kind == "truncated":
+            cut = len(frame) - max(1, len(payload) // 3)
+            return frame[: max(cut, len(head) + 1)]
+        if kind == "bad_count":
+            parts = frame.split("|", 3)
+            if len(parts) == 4:
+                parts[2] = "0x" + parts[2][-1]
+            return "|".join(parts)
+        if kind == "garbage":
+            return "".join(self.rng.choice("^|0123456789abc~") for _ in range(40))
+        if kind == "unknown_tr":
+            parts = frame.split("|", 3)
+            if len(parts) == 4:
+                parts[1] = "H0ZZZZZ0"
+            return "|".join(parts)
+        raw = frame.encode("utf-8")
+        at = len(raw) // 2
+        return raw[:at] + b"\xff\xfe" + raw[at:]

@@ -1,0 +1,753 @@
+"""A deterministic two-venue (KRX + NXT) market, generating KIS records for every TR.
+
+Per symbol: a fair value on a random walk, a KRX and an NXT 10-level book pulled towards it
+by order flow (NXT's fair value = KRX's plus a small mean-reverting divergence), trades that
+sweep those books, cumulative tapes per venue and unified, program-trading counters, KRX
+single-price auctions (08:30-09:00, 15:20-15:30, and VI halts) and market-status changes.
+
+Determinism: every symbol owns a `random.Random` seeded from (seed, symbol) and draws from
+it in event order only, and records are formatted only for (tr_id, key) pairs somebody has
+subscribed to (`wanted`) without touching the RNG, so the same seed and the same
+subscriptions give the same records whatever the pace at which they are pulled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+from simulator import fields
+from simulator.book import LEVELS, Book
+from simulator.fields import Auction, Midpoint, Quote, Reference
+from simulator.orders import OrderDesk
+from simulator.overseas import OverseasSymbol
+from simulator.spec import TrLayout, load_layouts
+from simulator.tape import ProgramFlow, Tape
+from simulator.ticks import floor_to_tick, tick_down, tick_size, tick_up
+
+H = 3600.0
+DEFAULT_SYMBOLS = ("005930", "000660", "035420", "005380", "051910")
+DEFAULT_OVERSEAS = ("DNASAAPL", "DNASNVDA")
+
+# code -> (name, previous close, listed shares, previous day's volume)
+KNOWN_SYMBOLS: dict[str, tuple[str, int, int, int]] = {
+    "005930": ("삼성전자", 71_000, 5_969_782_550, 15_000_000),
+    "000660": ("SK하이닉스", 185_000, 728_002_365, 3_000_000),
+    "035420": ("NAVER", 205_000, 158_437_008, 700_000),
+    "005380": ("현대차", 245_000, 209_416_191, 600_000),
+    "051910": ("LG화학", 340_000, 70_592_343, 300_000),
+}
+
+KRX_SCHEDULE = (
+    (0.0, "closed"),
+    (8.5 * H, "auction_open"),
+    (9 * H, "continuous"),
+    (15 * H + 1200, "auction_close"),
+    (15.5 * H, "closed"),
+)
+NXT_SCHEDULE = (
+    (0.0, "closed"),
+    (8 * H, "pre"),
+    (8 * H + 3000, "closed"),
+    (9 * H + 30, "main"),
+    (15 * H + 1200, "closed"),
+    (15.5 * H, "after"),
+    (20 * H, "closed"),
+)
+BOUNDARIES = tuple(sorted({t for t, _ in KRX_SCHEDULE + NXT_SCHEDULE if t > 0}))
+NXT_TRADING = frozenset({"pre", "main", "after"})
+# Approximate 장운영구분코드 per phase: (MKOP_CLS_CODE, ANTC_MKOP_CLS_CODE).
+KRX_STATUS = {
+    "closed": ("130", "311"),
+    "auction_open": ("110", "112"),
+    "continuous": ("112", "112"),
+    "auction_close": ("120", "311"),
+}
+NXT_STATUS = {"closed": ("N30", "311"), "pre": ("N10", "112"), "main": ("N12", "112")}
+NXT_STATUS["after"] = ("N20", "311")
+NXT_MARKET_CLS = {"pre": "1", "main": "2", "after": "3"}
+
+TRADE_NOTIONAL_MU = math.log(3_000_000)  # median trade ~3M KRW
+LEVEL_NOTIONAL_MU = math.log(30_000_000)  # median resting level ~30M KRW
+DIVERGENCE_TAU = 30.0  # seconds for the NXT-KRX divergence to decay
+MIN_EVENT_DT = 0.001
+
+
+def phase_at(schedule: tuple[tuple[float, str], ...], t: float) -> str:
+    current = schedule[0][1]
+    for start, name in schedule:
+        if t >= start:
+            current = name
+    return current
+
+
+class GenRecord(NamedTuple):
+    """One generated record: `id` is unique per market and increasing in generation order."""
+
+    id: int
+    tr_id: str
+    key: str
+    fields: list[str]
+
+
+@dataclass
+class MarketConfig:
+    seed: int = 1
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    overseas: tuple[str, ...] = DEFAULT_OVERSEAS
+    rate: float = 2.0
+    """Events per market second per domestic symbol (overseas: half)."""
+    daily_vol: float = 0.04
+    nxt_share: float = 0.3
+    """Fraction of events on NXT while both venues trade."""
+    program_share: float = 0.25
+    vi_pct: float = 3.0
+    """Move (in %) from the VI reference price that triggers a KRX volatility interruption."""
+    vi_seconds: float = 120.0
+    order_interval: float = 20.0
+    """Mean market seconds between simulated own orders per execution-notice subscription."""
+
+
+@dataclass(slots=True)
+class Venue:
+    name: str
+    book: Book
+    depth: Callable[[int], int]
+    tape: Tape = field(default_factory=Tape)
+    program: ProgramFlow = field(default_factory=ProgramFlow)
+    mid: Midpoint = field(default_factory=Midpoint)
+    last_totals: tuple[int, int] = (0, 0)
+    un_last_totals: tuple[int, int] = (0, 0)
+
+
+@dataclass(slots=True)
+class KrxAuction:
+    """A KRX single-price auction in progress: 'B' opening, 'A' closing, 'C' VI."""
+
+    kind: str
+    price: int = 0
+    qty: int = 0
+    bid_ready: bool = False
+    ask_ready: bool = False
+    ask_qty: list[int] = field(default_factory=lambda: [0] * LEVELS)
+    bid_qty: list[int] = field(default_factory=lambda: [0] * LEVELS)
+    ends: float | None = None
+
+
+class DomesticSymbol:
+    def __init__(self, code: str, seed: int, t: float) -> None:
+        self.rng = random.Random(f"{seed}:{code}")
+        name, prev, shares, prev_vol = KNOWN_SYMBOLS.get(code) or self._invent(code)
+        upper = floor_to_tick(prev * 1.3)
+        lower = floor_to_tick(prev * 0.7)
+        if lower < prev * 0.7:
+            lower = tick_up(lower)
+        self.ref = Reference(code, name, prev, upper, lower, shares, prev_vol)
+        self.fair = prev * math.exp(self.rng.gauss(0.0, 0.005))
+        self.div = 0.0
+        self.last_t = t
+        self.krx = Venue("KRX", Book.around(self.fair, self._depth_fn(1.0)), self._depth_fn(1.0))
+        self.nxt = Venue("NXT", Book.around(self.fair, self._depth_fn(0.3)), self._depth_fn(0.3))
+        self.un = Tape()
+        self.auction: KrxAuction | None = None
+        self.vi_ref = prev
+
+    def _invent(self, code: str) -> tuple[str, int, int, int]:
+        prev = floor_to_tick(math.exp(self.rng.uniform(math.log(3_000), math.log(300_000))))
+        return (f"종목{code}", prev, 100_000_000, 1_000_000)
+
+    def _depth_fn(self, scale: float) -> Callable[[int], int]:
+        rng = self.rng
+
+        def depth(level: int) -> int:
+            notional = rng.lognormvariate(LEVEL_NOTIONAL_MU, 0.6) * (1 + 0.12 * level) * scale
+            return max(1, int(notional / max(1.0, self.fair)))
+
+        return depth
+
+    def target(self, venue: Venue) -> float:
+        if venue is self.krx:
+            return self.fair
+        return self.fair + self.div * tick_size(int(self.fair))
+
+
+def _ladder(start: int, step: Callable[[int], int], n: int = LEVELS) -> list[int]:
+    out = [start]
+    for _ in range(n - 1):
+        out.append(step(out[-1]) if out[-1] > 1 else 0)
+    return out
+
+
+def merge_quotes(quotes: Iterable[Quote]) -> Quote:
+    """The unified book: quantities summed per price across venues, best 10 a side."""
+    asks: dict[int, int] = {}
+    bids: dict[int, int] = {}
+    for q in quotes:
+        for p, n in zip(q.ask_px, q.ask_qty, strict=True):
+            if p > 0:
+                asks[p] = asks.get(p, 0) + n
+        for p, n in zip(q.bid_px, q.bid_qty, strict=True):
+            if p > 0:
+                bids[p] = bids.get(p, 0) + n
+    ask_px = sorted(asks)[:LEVELS]
+    bid_px = sorted(bids, reverse=True)[:LEVELS]
+    pad = [0] * LEVELS
+    return Quote(
+        (ask_px + pad)[:LEVELS],
+        ([asks[p] for p in ask_px] + pad)[:LEVELS],
+        (bid_px + pad)[:LEVELS],
+        ([bids[p] for p in bid_px] + pad)[:LEVELS],
+    )
+
+
+def book_quote(book: Book) -> Quote:
+    return Quote(list(book.ask_px), list(book.ask_qty), list(book.bid_px), list(book.bid_qty))
+
+
+class Market:
+    """Generates records; the server pulls them with `advance(t)` (or `burst` in load mode)."""
+
+    def __init__(
+        self,
+        config: MarketConfig,
+        *,
+        date: dt.date,
+        start: float,
+        layouts: dict[str, TrLayout] | None = None,
+    ) -> None:
+        self.config = config
+        self.layouts = layouts or load_layouts()
+        self.date = date
+        self.date_str = date.strftime("%Y%m%d")
+        self.t = start
+        self.wanted: set[tuple[str, str]] = set()
+        self.symbols: dict[str, DomesticSymbol] = {}
+        self.overseas: dict[str, OverseasSymbol] = {}
+        self.desks: dict[tuple[str, str], OrderDesk] = {}
+        self.krx_phase = phase_at(KRX_SCHEDULE, start)
+        self.nxt_phase = phase_at(NXT_SCHEDULE, start)
+        self.generated = 0
+        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
+        self._seq = 0
+        self._next_id = 0
+        self._out: list[GenRecord] = []
+        self._rr = 0
+        self._sigma = config.daily_vol / math.sqrt(6.5 * H)
+        for code in config.symbols:
+            self.add_symbol(code)
+        for rsym in config.overseas:
+            self.add_overseas(rsym)
+
+    # ---- universe -------------------------------------------------------------------------
+
+    def add_symbol(self, code: str) -> DomesticSymbol:
+        s = self.symbols.get(code)
+        if s is None:
+            s = DomesticSymbol(code, self.config.seed, self.t)
+            self.symbols[code] = s
+            if self.krx_phase == "auction_open":
+                s.auction = KrxAuction("B")
+            elif self.krx_phase == "auction_close":
+                s.auction = KrxAuction("A", bid_ready=True, ask_ready=True)
+            self._schedule(self.t + s.rng.expovariate(self.config.rate), partial(self._tick, s))
+        return s
+
+    def add_overseas(self, rsym: str) -> OverseasSymbol:
+        o = self.overseas.get(rsym)
+        if o is None:
+            o = OverseasSymbol(rsym, self.config.seed, self.t, self.config.daily_vol)
+            self.overseas[rsym] = o
+            rate = self.config.rate / 2
+            self._schedule(self.t + o.rng.expovariate(rate), partial(self._overseas_tick, o))
+        return o
+
+    def add_interest(self, tr_id: str, key: str) -> None:
+        """Start formatting records of (tr_id, key); creates the symbol or desk on first use."""
+        layout = self.layouts.get(tr_id)
+        if layout is None:
+            return
+        self.wanted.add((tr_id, key))
+        if layout.kind == "notice":
+            if (tr_id, key) not in self.desks:
+                desk = OrderDesk(tr_id, key, self.config.seed, overseas=layout.venue == "OVERSEAS")
+                self.desks[(tr_id, key)] = desk
+                self._schedule(
+                    self.t + desk.rng.expovariate(1 / self.config.order_interval),
+                    partial(self._desk_tick, desk),
+                )
+        elif layout.venue == "OVERSEAS":
+            self.add_overseas(key)
+        else:
+            self.add_symbol(key)
+
+    # ---- driving --------------------------------------------------------------------------
+
+    def advance(self, t: float) -> list[GenRecord]:
+        """Every record generated between the last call and market time `t`, in order."""
+        out: list[GenRecord] = []
+        self._out = out
+        while True:
+            nb = next((b for b in BOUNDARIES if b > self.t), math.inf)
+            if nb <= t:
+                self._run_until(nb, inclusive=False)
+                self.t = nb
+                self._transition(nb)
+            else:
+                self._run_until(t, inclusive=True)
+                self.t = max(self.t, t)
+                break
+        self.generated += len(out)
+        return out
+
+    def burst(self, records: int, t: float, live: Callable[[str, str], bool]) -> list[GenRecord]:
+        """Load mode: extra domestic events at time `t` until `records` live records exist."""
+        out: list[GenRecord] = []
+        self._out = out
+        syms = list(self.symbols.values())
+        produced = 0
+        budget = records * 4 + 100
+        while produced < records and budget > 0 and syms:
+            s = syms[self._rr % len(syms)]
+            self._rr += 1
+            budget -= 1
+            before = len(out)
+            self._domestic_event(s, max(t, s.last_t))
+            for r in out[before:]:
+                if live(r.tr_id, r.key):
+                    produced += 1
+        self.generated += len(out)
+        return out
+
+    def trigger_vi(self, code: str) -> bool:
+        """Force a VI on a symbol now (fault/test hook); False if it cannot start now."""
+        s = self.symbols.get(code)
+        if s is None or s.auction is not None or self.krx_phase != "continuous":
+            return False
+        self._out = []
+        self._start_vi(s, self.t)
+        self._pending_extra = self._out
+        return True
+
+    def take_pending(self) -> list[GenRecord]:
+        """Records generated outside `advance` (e.g. by `trigger_vi`)."""
+        out = getattr(self, "_pending_extra", [])
+        self._pending_extra = []
+        self.generated += len(out)
+        return out
+
+    def quote(self, code: str) -> tuple[int, int]:
+        """(best bid, best ask) of a domestic symbol on KRX (own orders price off it)."""
+        s = self.add_symbol(code)
+        return s.krx.book.best_bid, s.krx.book.best_ask
+
+    def _schedule(self, t: float, fn: Callable[[float], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, fn))
+
+    def _run_until(self, limit: float, *, inclusive: bool) -> None:
+        heap = self._heap
+        while heap and (heap[0][0] < limit or (inclusive and heap[0][0] == limit)):
+            te, _, fn = heapq.heappop(heap)
+            self.t = max(self.t, te)
+            fn(te)
+
+    def _emit(self, tr_id: str, key: str, build: Callable[[], dict[str, str]]) -> None:
+        if (tr_id, key) in self.wanted:
+            values = build()
+            row = [values.get(n, "") for n in self.layouts[tr_id].names]
+            self._next_id += 1
+            self._out.append(GenRecord(self._next_id, tr_id, key, row))
+
+    # ---- actors ---------------------------------------------------------------------------
+
+    def _tick(self, s: DomesticSymbol, t: float) -> None:
+        self._domestic_event(s, t)
+        self._schedule(t + s.rng.expovariate(self.config.rate), partial(self._tick, s))
+
+    def _overseas_tick(self, o: OverseasSymbol, t: float) -> None:
+        for tr_id, build in o.event(t, self.date):
+            self._emit(tr_id, o.rsym, build)
+        self._schedule(t + o.rng.expovariate(self.config.rate / 2), partial(self._overseas_tick, o))
+
+    def _desk_tick(self, desk: OrderDesk, t: float) -> None:
+        if desk.overseas:
+            prices = {r: (o.bid(), o.ask()) for r, o in self.overseas.items()}
+        else:
+            prices = {
+                c: (s.krx.book.best_bid, s.krx.book.best_ask) for c, s in self.symbols.items()
+            }
+        names = {c: s.ref.name for c, s in self.symbols.items()}
+        for build in desk.step(t, prices, names):
+            self._emit(desk.tr_id, desk.key, build)
+        self._schedule(
+            t + desk.next_delay(self.config.order_interval), partial(self._desk_tick, desk)
+        )
+
+    # ---- domestic events ------------------------------------------------------------------
+
+    def _evolve(self, s: DomesticSymbol, t: float) -> None:
+        dt_ = max(t - s.last_t, MIN_EVENT_DT)
+        s.last_t = max(s.last_t, t)
+        rng = s.rng
+        s.fair *= math.exp(self._sigma * math.sqrt(dt_) * rng.gauss(0.0, 1.0))
+        s.fair = min(max(s.fair, s.ref.lower * 1.05), s.ref.upper * 0.95)
+        decay = math.exp(-dt_ / DIVERGENCE_TAU)
+        s.div = s.div * decay + 1.2 * math.sqrt(1 - decay * decay) * rng.gauss(0.0, 1.0)
+
+    def _domestic_event(self, s: DomesticSymbol, t: float) -> None:
+        self._evolve(s, t)
+        u = s.rng.random()
+        nxt_open = self.nxt_phase in NXT_TRADING
+        if s.auction is not None and (not nxt_open or u < 0.7):
+            self._auction_event(s, t)
+        elif (
+            self.krx_phase == "continuous"
+            and s.auction is None
+            and (not nxt_open or u < 1 - self.config.nxt_share)
+        ):
+            self._venue_event(s, s.krx, t)
+        elif nxt_open:
+            self._venue_event(s, s.nxt, t)
+        elif 8 * H <= t < 20 * H:
+            self._nxt_indicative(s, t)
+
+    def _venue_event(self, s: DomesticSymbol, v: Venue, t: float) -> None:
+        if s.rng.random() < 0.4:
+            self._trade(s, v, t)
+        else:
+            self._requote(s, v, t)
+
+    def _trade(self, s: DomesticSymbol, v: Venue, t: float) -> None:
+        rng, book = s.rng, v.book
+        mid = book.mid
+        tick = tick_size(int(mid))
+        p_buy = min(0.9, max(0.1, 0.5 + 0.2 * (s.target(v) - mid) / tick))
+        buy = rng.random() < p_buy
+        side_qty = book.ask_qty if buy else book.bid_qty
+        qty = max(1, int(rng.lognormvariate(TRADE_NOTIONAL_MU, 1.0) / mid))
+        if rng.random() < 0.02:
+            qty += sum(side_qty[: rng.randint(1, 3)])
+        qty = min(qty, sum(side_qty[:3]))
+        is_program = rng.random() < self.config.program_share
+        fills = book.take_asks(qty, v.depth) if buy else book.take_bids(qty, v.depth)
+        side = "1" if buy else "5"
+        for i, (px, q) in enumerate(fills):
+            v.tape.apply(px, q, buy, t)
+            s.un.apply(px, q, buy, t)
+            if is_program:
+                v.program.add(px, q, buy)
+            nxt_px = fills[i + 1][0] if i + 1 < len(fills) else None
+            self._emit_trade(
+                s, v, t, px, q, side, nxt_px if buy else None, nxt_px if not buy else None
+            )
+        if is_program:
+            v.program.sell_rest = max(0, v.program.sell_rest + rng.randint(-qty, qty))
+            v.program.buy_rest = max(0, v.program.buy_rest + rng.randint(-qty, qty))
+        self._emit_books(s, v, t)
+        if is_program:
+            self._emit_program(s, v, t)
+        if v is s.krx and s.auction is None:
+            last = v.tape.last
+            if abs(last - s.vi_ref) * 100 >= self.config.vi_pct * s.vi_ref:
+                self._start_vi(s, t)
+
+    def _requote(self, s: DomesticSymbol, v: Venue, t: float) -> None:
+        rng, book = s.rng, v.book
+        mid = book.mid
+        gap = (s.target(v) - mid) / tick_size(int(mid))
+        u = rng.random()
+        wide = book.up(book.bid_px[0]) < book.ask_px[0]
+        if u < 0.3 and abs(gap) > 1.0 and book.bid_px[1] > 0:
+            book.pull(ask=gap > 0, depth=v.depth)
+        elif u < 0.7 and wide:
+            if gap >= 0:
+                book.improve_bid(v.depth(0))
+            else:
+                book.improve_ask(v.depth(0))
+        else:
+            level = min(LEVELS - 1, int(rng.expovariate(0.6)))
+            book.requote(rng.random() < 0.5, level, int(v.depth(level) * (rng.random() - 0.45)))
+        v.mid.rest = max(0, v.mid.rest + rng.randint(-40, 50))
+        v.mid.side = "1" if rng.random() < 0.5 else "2"
+        self._emit_books(s, v, t)
+
+    # ---- auctions and VI ------------------------------------------------------------------
+
+    def _auction_quote(self, s: DomesticSymbol) -> Quote:
+        a = s.auction
+        assert a is not None
+        base = a.price or floor_to_tick(s.fair)
+        zeros = [0] * LEVELS
+        return Quote(
+            _ladder(tick_up(base), tick_up) if a.ask_ready else list(zeros),
+            list(a.ask_qty) if a.ask_ready else list(zeros),
+            _ladder(base, tick_down) if a.bid_ready else list(zeros),
+            list(a.bid_qty) if a.bid_ready else list(zeros),
+        )
+
+    def _auction_event(self, s: DomesticSymbol, t: float) -> None:
+        a = s.auction
+        assert a is not None
+        rng, depth = s.rng, s.krx.depth
+        if not a.ask_ready and rng.random() < 0.35:
+            a.ask_ready = True
+            a.ask_qty = [depth(i) // 2 + 1 for i in range(LEVELS)]
+        if not a.bid_ready and rng.random() < 0.35:
+            a.bid_ready = True
+            a.bid_qty = [depth(i) // 2 + 1 for i in range(LEVELS)]
+        level = min(LEVELS - 1, int(rng.expovariate(0.5)))
+        qty = depth(level) // 3 + 1
+        if rng.random() < 0.5:
+            if a.ask_ready:
+                a.ask_qty[level] += qty
+        elif a.bid_ready:
+            a.bid_qty[level] += qty
+        if a.bid_ready and a.ask_ready:
+            a.price = floor_to_tick(s.fair)
+            a.qty += qty // 2 + 1
+        self._emit_expected(s, t)
+        self._emit_books(s, s.krx, t)
+
+    def _start_vi(self, s: DomesticSymbol, t: float) -> None:
+        last = s.krx.tape.last or s.ref.prev_close
+        ends = t + self.config.vi_seconds
+        s.auction = KrxAuction("C", price=last, bid_ready=True, ask_ready=True, ends=ends)
+        s.auction.ask_qty = [s.krx.depth(i) // 2 + 1 for i in range(LEVELS)]
+        s.auction.bid_qty = [s.krx.depth(i) // 2 + 1 for i in range(LEVELS)]
+        self._emit_status(s, "KRX", t, vi="Y")
+        self._schedule(ends, partial(self._end_vi, s))
+
+    def _end_vi(self, s: DomesticSymbol, t: float) -> None:
+        if s.auction is None or s.auction.kind != "C":
+            return
+        self._uncross(s, t, market_cls="2")
+        self._emit_status(s, "KRX", t, vi="N")
+
+    def _uncross(self, s: DomesticSymbol, t: float, *, market_cls: str) -> None:
+        a = s.auction
+        if a is None:
+            return
+        s.auction = None
+        price = a.price or floor_to_tick(s.fair)
+        s.krx.book = Book.around(price, s.krx.depth)
+        s.vi_ref = price
+        if a.qty > 0:
+            buy = sum(a.bid_qty) >= sum(a.ask_qty)
+            s.krx.tape.apply(price, a.qty, buy, t)
+            s.un.apply(price, a.qty, buy, t)
+            self._emit_trade(s, s.krx, t, price, a.qty, "1" if buy else "5", None, None, market_cls)
+        self._emit_books(s, s.krx, t)
+
+    def _transition(self, tb: float) -> None:
+        krx_new = phase_at(KRX_SCHEDULE, tb)
+        nxt_new = phase_at(NXT_SCHEDULE, tb)
+        krx_old, nxt_old = self.krx_phase, self.nxt_phase
+        self.krx_phase, self.nxt_phase = krx_new, nxt_new
+        for s in self.symbols.values():
+            if krx_new != krx_old:
+                if krx_new == "auction_open":
+                    s.auction = KrxAuction("B")
+                elif krx_new == "continuous":
+                    self._uncross(s, tb, market_cls="2")
+                elif krx_new == "auction_close":
+                    if s.auction is not None:
+                        s.auction.kind, s.auction.ends = "A", None
+                    else:
+                        last = s.krx.tape.last or s.krx.book.best_bid
+                        s.auction = KrxAuction("A", price=last, bid_ready=True, ask_ready=True)
+                        s.auction.ask_qty = [s.krx.depth(i) // 2 + 1 for i in range(LEVELS)]
+                        s.auction.bid_qty = [s.krx.depth(i) // 2 + 1 for i in range(LEVELS)]
+                elif krx_new == "closed" and krx_old == "auction_close":
+                    self._uncross(s, tb, market_cls="5")
+                self._emit_status(s, "KRX", tb, vi="N")
+            if nxt_new != nxt_old:
+                self._emit_status(s, "NXT", tb, vi="N")
+
+    # ---- emission -------------------------------------------------------------------------
+
+    def _venue_quote(self, s: DomesticSymbol, v: Venue) -> Quote:
+        if v is s.krx and s.auction is not None:
+            return self._auction_quote(s)
+        return book_quote(v.book)
+
+    def _un_quote(self, s: DomesticSymbol) -> Quote:
+        quotes = []
+        if self.krx_phase != "closed":
+            quotes.append(self._venue_quote(s, s.krx))
+        if self.nxt_phase in NXT_TRADING:
+            quotes.append(book_quote(s.nxt.book))
+        return merge_quotes(quotes) if quotes else self._venue_quote(s, s.krx)
+
+    def _market_cls(self, v: Venue) -> str:
+        return "2" if v.name == "KRX" else NXT_MARKET_CLS.get(self.nxt_phase, "2")
+
+    def _emit_trade(
+        self,
+        s: DomesticSymbol,
+        v: Venue,
+        t: float,
+        price: int,
+        qty: int,
+        side: str,
+        ask_after: int | None,
+        bid_after: int | None,
+        market_cls: str | None = None,
+    ) -> None:
+        code = s.ref.code
+        tr_id = "H0STCNT0" if v.name == "KRX" else "H0NXCNT0"
+        mcls = market_cls or self._market_cls(v)
+
+        def build(tape: Tape, quote_fn: Callable[[], Quote]) -> Callable[[], dict[str, str]]:
+            def inner() -> dict[str, str]:
+                quote = quote_fn()
+                if ask_after is not None:
+                    quote.ask_px[0] = ask_after
+                if bid_after is not None:
+                    quote.bid_px[0] = bid_after
+                return fields.trade_like(
+                    s.ref,
+                    tape,
+                    t,
+                    self.date_str,
+                    price=price,
+                    qty=qty,
+                    side=side,
+                    quote=quote,
+                    hour_cls="0",
+                    vi_ref=s.vi_ref,
+                    market_cls=mcls,
+                )
+
+            return inner
+
+        self._emit(tr_id, code, build(v.tape, lambda: self._venue_quote(s, v)))
+        self._emit("H0UNCNT0", code, build(s.un, lambda: self._un_quote(s)))
+
+    def _emit_books(self, s: DomesticSymbol, v: Venue, t: float) -> None:
+        code = s.ref.code
+        is_krx = v.name == "KRX"
+        a = s.auction if is_krx else None
+        auction = Auction(a.price, a.qty) if a is not None and a.bid_ready and a.ask_ready else None
+        hour_cls = a.kind if a is not None else "0"
+        kbook, nbook = s.krx.book, s.nxt.book
+        s.krx.mid.price = (kbook.best_bid + kbook.best_ask) // 2
+        s.nxt.mid.price = (nbook.best_bid + nbook.best_ask) // 2
+        tr_id = "H0STASP0" if is_krx else "H0NXASP0"
+        if (tr_id, code) in self.wanted:
+            quote = self._venue_quote(s, v)
+            totals = (sum(quote.ask_qty), sum(quote.bid_qty))
+            self._emit(
+                tr_id,
+                code,
+                lambda: fields.book(
+                    s.ref,
+                    t,
+                    quote,
+                    hour_cls=hour_cls,
+                    acml_vol=v.tape.volume,
+                    prev_totals=v.last_totals,
+                    auction=auction,
+                    kmid=s.krx.mid,
+                    nmid=s.nxt.mid,
+                    market_cls=self._market_cls(v),
+                ),
+            )
+            v.last_totals = totals
+        if ("H0UNASP0", code) in self.wanted:
+            uq = self._un_quote(s)
+            un_totals = (sum(uq.ask_qty), sum(uq.bid_qty))
+            self._emit(
+                "H0UNASP0",
+                code,
+                lambda: fields.book(
+                    s.ref,
+                    t,
+                    uq,
+                    hour_cls=hour_cls,
+                    acml_vol=s.un.volume,
+                    prev_totals=s.krx.un_last_totals,
+                    auction=auction,
+                    kmid=s.krx.mid,
+                    nmid=s.nxt.mid,
+                    market_cls="2",
+                ),
+            )
+            s.krx.un_last_totals = un_totals
+
+    def _emit_expected(self, s: DomesticSymbol, t: float) -> None:
+        a = s.auction
+        assert a is not None
+        code = s.ref.code
+        price = a.price if a.bid_ready and a.ask_ready else 0
+
+        def build(tape: Tape) -> Callable[[], dict[str, str]]:
+            return lambda: fields.trade_like(
+                s.ref,
+                tape,
+                t,
+                self.date_str,
+                price=price,
+                qty=a.qty,
+                side="",
+                quote=self._auction_quote(s),
+                hour_cls=a.kind,
+                vi_ref=s.vi_ref,
+                market_cls="1",
+            )
+
+        self._emit("H0STANC0", code, build(s.krx.tape))
+        self._emit("H0UNANC0", code, build(s.un))
+
+    def _nxt_indicative(self, s: DomesticSymbol, t: float) -> None:
+        """NXT between its sessions: indicative (expected) price records, no trading."""
+        code = s.ref.code
+        book = s.nxt.book
+        self._emit(
+            "H0NXANC0",
+            code,
+            lambda: fields.trade_like(
+                s.ref,
+                s.nxt.tape,
+                t,
+                self.date_str,
+                price=book.best_bid,
+                qty=0,
+                side="",
+                quote=book_quote(book),
+                hour_cls="B",
+                vi_ref=s.vi_ref,
+                market_cls="1",
+            ),
+        )
+
+    def _emit_program(self, s: DomesticSymbol, v: Venue, t: float) -> None:
+        code = s.ref.code
+        tr_id = "H0STPGM0" if v.name == "KRX" else "H0NXPGM0"
+        self._emit(tr_id, code, lambda: fields.program(s.ref, t, v.program))
+        self._emit(
+            "H0UNPGM0", code, lambda: fields.program(s.ref, t, s.krx.program.plus(s.nxt.program))
+        )
+
+    def _emit_status(self, s: DomesticSymbol, venue: str, t: float, *, vi: str) -> None:
+        if venue == "KRX":
+            mkop, antc = KRX_STATUS[self.krx_phase]
+            if s.auction is not None and s.auction.kind == "C":
+                mkop = "112"
+            self._emit(
+                "H0STMKO0",
+                s.ref.code,
+                lambda: fields.status(s.ref, mkop=mkop, antc_mkop=antc, vi=vi, exchange="K"),
+            )
+        else:
+            mkop, antc = NXT_STATUS[self.nxt_phase]
+            self._emit(
+                "H0NXMKO0",
+                s.ref.code,
+                lambda: fields.status(s.ref, mkop=mkop, antc_mkop=antc, vi=vi, exchange="N"),
+            )

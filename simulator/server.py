@@ -1,0 +1,640 @@
+"""One aiohttp process, one port: KIS's approval endpoint, its WebSocket, and test controls.
+
+Routes: `POST /oauth2/Approval`; a WebSocket on any path (e.g. /tryitout/H0STCNT0 or /);
+`POST/GET /_sim/faults`; `GET /_sim/stats`. A pump task pulls records from the market (or a
+replay file) every `tick` seconds, batches them per (tr_id, key) into multi-record frames and
+queues them to each subscribed session; one writer task per session sends them, so a slow
+client never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from simulator import wire
+from simulator.clock import MarketClock
+from simulator.faults import FaultError, Faults
+from simulator.market import GenRecord, Market, MarketConfig
+from simulator.replay import ReplayFrame, ReplaySource
+from simulator.spec import TrLayout, canonical_tr_id, load_layouts
+from simulator.truth import TruthLog
+
+log = logging.getLogger("kis_stream.simulator")
+
+DOMESTIC_KEY = re.compile(r"^[0-9A-Z]{6}$")
+OVERSEAS_KEY = re.compile(r"^[DR][A-Z]{3}[A-Z0-9.\-]{1,16}$")
+HTS_ID = re.compile(r"^[A-Za-z0-9_\-]{1,16}$")
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    app_keys: dict[str, str] = field(default_factory=dict)
+    """app key -> secret; empty accepts any key (demo)."""
+    approval_ttl: float = 86_400.0
+    max_subscriptions: int = 41
+    ping_interval: float = 10.0
+    ping_timeout: float = 30.0
+    market: MarketConfig = field(default_factory=MarketConfig)
+    start: float = 9 * 3600.0
+    date: dt.date | None = None
+    speed: float = 1.0
+    load: float | None = None
+    """Load mode: total data records per second to sustain across sessions."""
+    replay: Path | None = None
+    replay_speed: float = 1.0
+    truth: Path | None = None
+    tick: float = 0.05
+    max_batch: int = 10
+    max_queue: int = 200_000
+    faults: dict[str, Any] = field(default_factory=dict)
+    drop_every: float | None = None
+    stall_every: float | None = None
+    stall_seconds: float = 5.0
+    expire_keys_every: float | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What a queued data frame carries, for the truth log."""
+
+    tr_id: str
+    key: str
+    records: list[GenRecord] | None
+    rows: list[list[str]] | None
+    fault: str | None = None
+    raw: str | None = None
+
+
+class Session:
+    def __init__(self, sid: str, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.id = sid
+        self.ws = ws
+        self.request = request
+        self.app_key: str | None = None
+        self.subs: dict[tuple[str, str], str] = {}
+        """(catalogue tr_id, key) -> tr_id as the client subscribed it (paper ids kept)."""
+        self.cipher = wire.new_cipher_params()
+        self.queue: asyncio.Queue[tuple[str | bytes, Delivery | None]] = asyncio.Queue()
+        self.awaiting_pong_since: float | None = None
+        self.frames_sent = 0
+        self.records_sent = 0
+        self.connected_at = time.time()
+        self.closed = False
+
+    def pong(self) -> None:
+        self.awaiting_pong_since = None
+
+
+class SimulatorServer:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.layouts: dict[str, TrLayout] = load_layouts()
+        self.clock = MarketClock(self.config.start, date=self.config.date, speed=self.config.speed)
+        self.market: Market | None = None
+        self.replay: ReplaySource | None = None
+        if self.config.replay is not None:
+            self.replay = ReplaySource(self.config.replay, speed=self.config.replay_speed)
+        else:
+            self.market = Market(self.config.market, date=self.clock.date, start=self.clock.now())
+        self.faults = Faults(seed=self.config.market.seed)
+        self.truth: TruthLog | None = None
+        self.sessions: dict[str, Session] = {}
+        self.subscribers: dict[tuple[str, str], dict[Session, str]] = {}
+        self.app_key_sessions: dict[str, Session] = {}
+        self.approvals: dict[str, tuple[str, float]] = {}
+        self.sent_by_tr: Counter[str] = Counter()
+        self.frames_by_tr: Counter[str] = Counter()
+        self.unsent = 0
+        self.load_delivered = 0
+        self._session_counter = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session_tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.host = self.config.host
+        self.port = 0
+        self._load_origin = 0.0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self) -> tuple[str, int]:
+        """Bind, start serving and generating; returns the (host, port) actually bound."""
+        if self.config.faults:
+            self.faults.configure(self.config.faults, time.monotonic())
+        if self.config.truth is not None:
+            self.truth = TruthLog(self.config.truth)
+        app = web.Application()
+        app.router.add_post("/oauth2/Approval", self._approval)
+        app.router.add_post("/_sim/faults", self._post_faults)
+        app.router.add_get("/_sim/faults", self._get_faults)
+        app.router.add_get("/_sim/stats", self._get_stats)
+        app.router.add_get("/{tail:.*}", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self._load_origin = asyncio.get_running_loop().time()
+        self._tasks.append(asyncio.create_task(self._pump(), name="sim-pump"))
+        self._tasks.append(asyncio.create_task(self._scheduled_faults(), name="sim-faults"))
+        log.info("simulator listening on %s", self.base_url)
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for session in list(self.sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for task in list(self._session_tasks):
+            task.cancel()
+        if self.truth is not None:
+            self.truth.close()
+
+    # ---- HTTP: approval, faults, stats ----------------------------------------------------
+
+    async def _approval(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json(loads=orjson.loads)
+        except Exception:
+            body = None
+        if not isinstance(body, dict) or body.get("grant_type") != "client_credentials":
+            return _kis_error("EGW00101", "유효하지 않은 요청입니다.")
+        appkey, secret = body.get("appkey"), body.get("secretkey")
+        if not isinstance(appkey, str) or not appkey:
+            return _kis_error("EGW00103", "유효하지 않은 AppKey입니다.")
+        if not isinstance(secret, str) or not secret:
+            return _kis_error("EGW00105", "유효하지 않은 AppSecret입니다.")
+        if self.config.app_keys:
+            if appkey not in self.config.app_keys:
+                return _kis_error("EGW00103", "유효하지 않은 AppKey입니다.")
+            if self.config.app_keys[appkey] != secret:
+                return _kis_error("EGW00105", "유효하지 않은 AppSecret입니다.")
+        approval_key = str(uuid.uuid4())
+        self.approvals[approval_key] = (appkey, time.monotonic() + self.config.approval_ttl)
+        log.info("approval key issued for app key %s", wire.mask(appkey))
+        return web.json_response({"approval_key": approval_key}, dumps=_json_dumps)
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        try:
+            command = await request.json(loads=orjson.loads)
+            if not isinstance(command, dict):
+                raise FaultError("body must be a JSON object")
+            result = await self.apply_faults(command)
+        except (FaultError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400, dumps=_json_dumps)
+        return web.json_response(result, dumps=_json_dumps)
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.snapshot(time.monotonic()), dumps=_json_dumps)
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats(), dumps=_json_dumps)
+
+    async def apply_faults(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply one fault command (same JSON as POST /_sim/faults); returns the fault state."""
+        now = time.monotonic()
+        self.faults.configure(command, now)
+        actions: dict[str, Any] = {}
+        if command.get("expire_approval_keys"):
+            self.approvals = {k: (app, 0.0) for k, (app, _) in self.approvals.items()}
+            actions["expired_approval_keys"] = len(self.approvals)
+        if "trigger_vi" in command:
+            code = command["trigger_vi"]
+            if self.market is None or not isinstance(code, str):
+                raise FaultError("trigger_vi needs a symbol code and a generated market")
+            started = self.market.trigger_vi(code)
+            self._dispatch(self.market.take_pending())
+            actions["vi_started"] = started
+        if command.get("drop_connections"):
+            actions["dropped"] = self.drop_connections()
+        return {**self.faults.snapshot(now), **actions}
+
+    def drop_connections(self) -> int:
+        """Abort every WebSocket connection at the TCP level (no close handshake)."""
+        dropped = 0
+        for session in list(self.sessions.values()):
+            transport = session.request.transport
+            if transport is not None:
+                transport.abort()
+                dropped += 1
+            self._end_session(session)
+        return dropped
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "market_time": self.clock.stamp(),
+            "mode": "replay" if self.replay else ("load" if self.config.load else "market"),
+            "sessions": [
+                {
+                    "id": s.id,
+                    "app_key": wire.mask(s.app_key) if s.app_key else None,
+                    "subscriptions": [
+                        {"tr_id": tr, "tr_key": key} for (_, key), tr in s.subs.items()
+                    ],
+                    "frames_sent": s.frames_sent,
+                    "records_sent": s.records_sent,
+                    "queued": s.queue.qsize(),
+                }
+                for s in self.sessions.values()
+            ],
+            "records_sent_by_tr": dict(self.sent_by_tr),
+            "frames_sent_by_tr": dict(self.frames_by_tr),
+            "records_sent": sum(self.sent_by_tr.values()),
+            "records_generated": self.market.generated if self.market else 0,
+            "records_unsent": self.unsent,
+            "approval_keys": len(self.approvals),
+            "truth_seq": self.truth.seq if self.truth else None,
+            "replay": self.replay.progress() if self.replay else None,
+            "faults": self.faults.snapshot(time.monotonic()),
+        }
+
+    # ---- WebSocket ------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.json_response(
+                {"service": "kis-stream simulator", "websocket": self.ws_url}, dumps=_json_dumps
+            )
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        self._session_counter += 1
+        session = Session(f"s{self._session_counter}", ws, request)
+        self.sessions[session.id] = session
+        writer = asyncio.create_task(self._writer(session), name=f"sim-writer-{session.id}")
+        pinger = asyncio.create_task(self._pinger(session), name=f"sim-ping-{session.id}")
+        for task in (writer, pinger):
+            self._session_tasks.add(task)
+            task.add_done_callback(self._session_tasks.discard)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_text(session, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self._on_text(session, msg.data.decode("utf-8", "replace"))
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    session.pong()
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        except Exception as exc:  # a broken client must never take the server down
+            log.debug("session %s ended: %r", session.id, exc)
+        finally:
+            self._end_session(session)
+            writer.cancel()
+            pinger.cancel()
+        return ws
+
+    def _end_session(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        if session.app_key and self.app_key_sessions.get(session.app_key) is session:
+            del self.app_key_sessions[session.app_key]
+        for sub_key in session.subs:
+            subs = self.subscribers.get(sub_key)
+            if subs is not None:
+                subs.pop(session, None)
+                if not subs:
+                    del self.subscribers[sub_key]
+        session.queue.put_nowait(("", None))  # wake the writer so it can exit
+
+    def _reply(self, session: Session, text: str) -> None:
+        session.queue.put_nowait((text, None))
+
+    def _on_text(self, session: Session, text: str) -> None:
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self._reply(session, wire.error("JSON PARSING ERROR : invalid json", tr_id=None))
+            return
+        header = obj.get("header") if isinstance(obj, dict) else None
+        if not isinstance(header, dict):
+            self._reply(session, wire.error("JSON PARSING ERROR : header not found", tr_id=None))
+            return
+        if header.get("tr_id") == "PINGPONG":
+            session.pong()
+            return
+        body = obj.get("body")
+        inp = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(inp, dict):
+            self._reply(session, wire.error("JSON PARSING ERROR : body not found"))
+            return
+        tr_id, tr_key = inp.get("tr_id"), inp.get("tr_key")
+        tr_id_s = tr_id if isinstance(tr_id, str) and tr_id else "(null)"
+        tr_key_s = tr_key if isinstance(tr_key, str) and tr_key else "(null)"
+        reply = self._handle_request(session, header, tr_id_s, tr_key_s)
+        self._reply(session, reply)
+
+    def _handle_request(
+        self, session: Session, header: dict[str, Any], tr_id: str, tr_key: str
+    ) -> str:
+        approval = header.get("approval_key")
+        if not isinstance(approval, str) or not approval:
+            return wire.ack(tr_id, tr_key, wire.INVALID_APPKEY)
+        entry = self.approvals.get(approval)
+        if entry is None or entry[1] <= time.monotonic():
+            msg = ("OPSP0011", "1", f"invalid approval : {wire.mask(approval)}")
+            return wire.ack(tr_id, tr_key, msg)
+        app_key = entry[0]
+        holder = self.app_key_sessions.get(app_key)
+        if holder is not None and holder is not session:
+            return wire.ack(tr_id, tr_key, wire.APPKEY_IN_USE)
+        if session.app_key is None:
+            session.app_key = app_key
+            self.app_key_sessions[app_key] = session
+        canonical = canonical_tr_id(tr_id)
+        if canonical is None:
+            return wire.error("JSON PARSING ERROR : invalid tr_id", tr_id=tr_id, tr_key=tr_key)
+        layout = self.layouts[canonical]
+        if not _valid_key(layout, tr_key):
+            return wire.error("JSON PARSING ERROR : invalid tr_key", tr_id=tr_id, tr_key=tr_key)
+        sub_key = (canonical, tr_key)
+        tr_type = header.get("tr_type")
+        if tr_type == "1":
+            if sub_key in session.subs:
+                return wire.ack(tr_id, tr_key, wire.ALREADY_SUBSCRIBED)
+            if len(session.subs) >= self.config.max_subscriptions:
+                return wire.ack(tr_id, tr_key, wire.MAX_SUBSCRIBE)
+            session.subs[sub_key] = tr_id
+            self.subscribers.setdefault(sub_key, {})[session] = tr_id
+            if self.market is not None:
+                self.market.add_interest(canonical, tr_key)
+            return wire.ack(
+                tr_id, tr_key, wire.SUBSCRIBED, encrypt=layout.encrypted, cipher=session.cipher
+            )
+        if tr_type == "2":
+            if sub_key not in session.subs:
+                return wire.ack(tr_id, tr_key, wire.NOT_SUBSCRIBED)
+            del session.subs[sub_key]
+            subs = self.subscribers.get(sub_key)
+            if subs is not None:
+                subs.pop(session, None)
+                if not subs:
+                    del self.subscribers[sub_key]
+            return wire.ack(
+                tr_id, tr_key, wire.UNSUBSCRIBED, encrypt=layout.encrypted, cipher=session.cipher
+            )
+        return wire.error("JSON PARSING ERROR : invalid tr_type", tr_id=tr_id, tr_key=tr_key)
+
+    async def _writer(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        ws = session.ws
+        while not session.closed:
+            payload, delivery = await session.queue.get()
+            if session.closed:
+                return
+            while (wait := self.faults.stalled(time.monotonic())) > 0:
+                await asyncio.sleep(min(wait, 0.2))
+            try:
+                if isinstance(payload, bytes):
+                    await ws.send_bytes(payload)
+                else:
+                    await ws.send_str(payload)
+            except Exception:
+                self._end_session(session)
+                return
+            if delivery is None:
+                if session.awaiting_pong_since is None and _is_ping(payload):
+                    session.awaiting_pong_since = loop.time()
+                continue
+            session.frames_sent += 1
+            self._account(session, delivery)
+
+    def _account(self, session: Session, delivery: Delivery) -> None:
+        count = len(delivery.rows) if delivery.rows is not None else 1
+        session.records_sent += count
+        self.sent_by_tr[delivery.tr_id] += count
+        self.frames_by_tr[delivery.tr_id] += 1
+        truth = self.truth
+        if truth is None:
+            return
+        base = {
+            "session": session.id,
+            "tr_id": delivery.tr_id,
+            "tr_key": delivery.key,
+            "frame": session.frames_sent,
+            "sent": True,
+            "at": time.time_ns() // 1000,
+        }
+        if delivery.fault:
+            base["fault"] = delivery.fault
+        if delivery.records is None or delivery.rows is None:
+            truth.write({**base, "index": 0, "raw": delivery.raw})
+            return
+        for index, (rec, row) in enumerate(zip(delivery.records, delivery.rows, strict=True)):
+            truth.write({**base, "record": rec.id, "index": index, "fields": row})
+
+    async def _pinger(self, session: Session) -> None:
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        loop = asyncio.get_running_loop()
+        step = max(0.01, min(interval, timeout) / 4)
+        next_ping = loop.time() + interval
+        while not session.closed:
+            await asyncio.sleep(step)
+            now = loop.time()
+            since = session.awaiting_pong_since
+            if since is not None and now - since > timeout:
+                log.info("session %s: no PINGPONG answer for %.1fs, closing", session.id, timeout)
+                self._end_session(session)
+                with contextlib.suppress(Exception):
+                    await session.ws.close()
+                return
+            if now >= next_ping:
+                next_ping = now + interval
+                if self.faults.stalled(time.monotonic()) == 0:
+                    self._reply(session, wire.pingpong(self.clock.stamp()))
+
+    # ---- data -----------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        load = self.config.load
+        while True:
+            await asyncio.sleep(self.config.tick)
+            try:
+                if self.replay is not None:
+                    self._dispatch_replay(self.replay.due(loop.time()))
+                    continue
+                market = self.market
+                assert market is not None
+                now = self.clock.now()
+                self._dispatch(market.advance(now))
+                if load:
+                    target = int(load * (loop.time() - self._load_origin))
+                    need = min(target - self.load_delivered, int(load * 0.25) + 1)
+                    if need > 0:
+                        burst = market.burst(need, now, self._is_live)
+                        self.load_delivered += self._dispatch(burst)
+                    else:
+                        self.load_delivered = max(self.load_delivered, target - int(load))
+            except Exception:  # keep serving whatever one tick did
+                log.exception("simulator pump tick failed")
+
+    def _is_live(self, tr_id: str, key: str) -> bool:
+        return (tr_id, key) in self.subscribers
+
+    def _dispatch(self, records: list[GenRecord]) -> int:
+        """Frame and queue records to their subscribers; returns records delivered (once each)."""
+        if not records:
+            return 0
+        groups: dict[tuple[str, str], list[GenRecord]] = {}
+        for rec in records:
+            groups.setdefault((rec.tr_id, rec.key), []).append(rec)
+        delivered = 0
+        batch = self.config.max_batch
+        for (tr_id, key), recs in groups.items():
+            subs = self.subscribers.get((tr_id, key))
+            if not subs:
+                self._log_unsent(recs)
+                continue
+            delivered += len(recs)
+            encrypted = self.layouts[tr_id].encrypted
+            extra = self.faults.extra_fields.get(tr_id)
+            for i in range(0, len(recs), batch):
+                chunk = recs[i : i + batch]
+                rows = [r.fields for r in chunk]
+                if extra is not None:
+                    rows = [[*row, extra] for row in rows]
+                plain: dict[str, str] = {}
+                for session, sub_tr in list(subs.items()):
+                    if encrypted:
+                        frame = wire.encrypted_frame(sub_tr, rows, *session.cipher)
+                    else:
+                        frame = plain.get(sub_tr) or plain.setdefault(
+                            sub_tr, wire.data_frame(sub_tr, rows)
+                        )
+                    fault = "extra_field" if extra is not None else None
+                    payload: str | bytes = frame
+                    kind = self.faults.pick_malformed()
+                    if kind is not None:
+                        payload = self.faults.malform(frame, kind)
+                        fault = f"malformed:{kind}"
+                    self._enqueue(session, payload, Delivery(sub_tr, key, chunk, rows, fault))
+        return delivered
+
+    def _enqueue(self, session: Session, payload: str | bytes, delivery: Delivery) -> None:
+        if session.closed:
+            return
+        if session.queue.qsize() >= self.config.max_queue:
+            log.warning("session %s: %d frames queued, closing slow consumer", session.id,
+                        session.queue.qsize())  # fmt: skip
+            self._end_session(session)
+            with contextlib.suppress(Exception):
+                transport = session.request.transport
+                if transport is not None:
+                    transport.abort()
+            return
+        session.queue.put_nowait((payload, delivery))
+
+    def _log_unsent(self, records: list[GenRecord]) -> None:
+        self.unsent += len(records)
+        truth = self.truth
+        if truth is None:
+            return
+        for rec in records:
+            truth.write(
+                {
+                    "session": None,
+                    "record": rec.id,
+                    "tr_id": rec.tr_id,
+                    "tr_key": rec.key,
+                    "fields": rec.fields,
+                    "sent": False,
+                    "at": time.time_ns() // 1000,
+                }
+            )
+
+    def _dispatch_replay(self, frames: list[ReplayFrame]) -> None:
+        for fr in frames:
+            canonical = canonical_tr_id(fr.tr_id) or fr.tr_id
+            subs = self.subscribers.get((canonical, fr.key))
+            if not subs:
+                continue
+            for session in list(subs):
+                delivery = Delivery(fr.tr_id, fr.key, None, None, raw=fr.raw)
+                self._enqueue(session, fr.raw, delivery)
+
+    async def _scheduled_faults(self) -> None:
+        """The periodic faults of the CLI flags (--drop-every, --stall-every, ...)."""
+        cfg = self.config
+        periods = {
+            "drop": cfg.drop_every,
+            "stall": cfg.stall_every,
+            "expire": cfg.expire_keys_every,
+        }
+        active = {k: v for k, v in periods.items() if v}
+        if not active:
+            return
+        loop = asyncio.get_running_loop()
+        due = {k: loop.time() + v for k, v in active.items()}
+        while True:
+            await asyncio.sleep(0.1)
+            now = loop.time()
+            for name, at in due.items():
+                if now < at:
+                    continue
+                due[name] = now + active[name]
+                if name == "drop":
+                    await self.apply_faults({"drop_connections": True})
+                elif name == "stall":
+                    await self.apply_faults({"stall_seconds": cfg.stall_seconds})
+                else:
+                    await self.apply_faults({"expire_approval_keys": True})
+
+
+def _is_ping(payload: str | bytes) -> bool:
+    return isinstance(payload, str) and payload.startswith('{"header":{"tr_id":"PINGPONG"')
+
+
+def _valid_key(layout: TrLayout, key: str) -> bool:
+    if layout.kind == "notice":
+        return bool(HTS_ID.match(key))
+    if layout.venue == "OVERSEAS":
+        return bool(OVERSEAS_KEY.match(key))
+    return bool(DOMESTIC_KEY.match(key))
+
+
+def _json_dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode("utf-8")
+
+
+def _kis_error(code: str, description: str, status: int = 403) -> web.Response:
+    """KIS's OAuth error shape: HTTP 403 {"error_description": ..., "error_code": ...}."""
+    return web.json_response(
+        {"error_description": description, "error_code": code}, status=status, dumps=_json_dumps
+    )
