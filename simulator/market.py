@@ -403,18 +403,17 @@ class Market:
     def _domestic_event(self, s: DomesticSymbol, t: float) -> None:
         self._evolve(s, t)
         u = s.rng.random()
+        krx_active = s.auction is not None or self.krx_phase == "continuous"
         nxt_open = self.nxt_phase in NXT_TRADING
-        if s.auction is not None and (not nxt_open or u < 0.7):
-            self._auction_event(s, t)
-        elif (
-            self.krx_phase == "continuous"
-            and s.auction is None
-            and (not nxt_open or u < 1 - self.config.nxt_share)
-        ):
-            self._venue_event(s, s.krx, t)
+        nxt_active = nxt_open or 8 * H <= t < 20 * H
+        if krx_active and (not nxt_active or u < 1 - self.config.nxt_share):
+            if s.auction is not None:
+                self._auction_event(s, t)
+            else:
+                self._venue_event(s, s.krx, t)
         elif nxt_open:
             self._venue_event(s, s.nxt, t)
-        elif 8 * H <= t < 20 * H:
+        elif nxt_active:
             self._nxt_indicative(s, t)
 
     def _venue_event(self, s: DomesticSymbol, v: Venue, t: float) -> None:

@@ -1,16 +1,16 @@
 """The simulator's view of the TR catalogue: which TRs exist and their field order.
 
-The catalogue is the project's single source of field orders (producer/catalogue.py). Only
-names and a few TR attributes are needed here; generating frames must not borrow any of
-the decoder's logic, so the simulator stays an independent oracle of the wire format.
+The catalogue (producer/catalogue.py) is the project's single source of field orders; only
+names and a few TR attributes are taken from it. Generating frames borrows nothing from the
+decoder, so the simulator stays an independent oracle of the wire format.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+
+from producer.catalogue import load_catalogue
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +23,11 @@ class TrLayout:
     names: tuple[str, ...]
 
 
-_FALLBACK_FILES = (
-    Path(__file__).resolve().parent.parent / "producer" / "catalogue.json",
-    Path("/work/shared/kis/trs.json"),
-)
-
-
-def _from_catalogue() -> dict[str, TrLayout] | None:
-    try:
-        from producer.catalogue import load_catalogue
-    except ImportError:
-        return None
-    layouts: dict[str, TrLayout] = {}
-    for spec in load_catalogue():
-        layouts[spec.tr_id] = TrLayout(
+@cache
+def load_layouts() -> dict[str, TrLayout]:
+    """tr_id -> layout for every TR of the catalogue (real ids only)."""
+    return {
+        spec.tr_id: TrLayout(
             tr_id=spec.tr_id,
             venue=spec.venue,
             kind=spec.kind,
@@ -44,35 +35,8 @@ def _from_catalogue() -> dict[str, TrLayout] | None:
             paper_tr_id=spec.paper_tr_id,
             names=tuple(f.name for f in spec.fields),
         )
-    return layouts
-
-
-def _from_json(path: Path) -> dict[str, TrLayout]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    entries = data["trs"] if isinstance(data, dict) else data
-    return {
-        e["tr_id"]: TrLayout(
-            tr_id=e["tr_id"],
-            venue=e["venue"],
-            kind=e["kind"],
-            encrypted=bool(e.get("encrypted", False)),
-            paper_tr_id=e.get("paper_tr_id"),
-            names=tuple(f["name"] for f in e["fields"]),
-        )
-        for e in entries
+        for spec in load_catalogue()
     }
-
-
-@cache
-def load_layouts() -> dict[str, TrLayout]:
-    """tr_id -> layout for every TR of the catalogue (real ids only)."""
-    layouts = _from_catalogue()
-    if layouts:
-        return layouts
-    for path in _FALLBACK_FILES:
-        if path.exists():
-            return _from_json(path)
-    raise FileNotFoundError("no TR catalogue found (producer/catalogue.py or trs.json)")
 
 
 @cache
