@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "bench": "kis_stream.bench:bench",
     "sim": "simulator.cli:sim",
     "demo": "kis_stream.demo:demo",
+    "produce": "producer.service:produce",
+    "redecode": "producer.redecode:redecode_command",
 }
 
 

@@ -1,0 +1,188 @@
+"""Topic names, schema registration and the Confluent wire format for everything produced.
+
+Subjects follow TopicNameStrategy (`<topic>-value`). Registered ids are cached on disk
+(beside the spool), so a producer restarted while the registry is briefly down can still
+encode with the ids it registered before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from kis_stream.topics import raw_topic, subject
+from producer.avro import to_avro
+from producer.catalogue import Catalogue
+from producer.frames_topic import encode_frame, frames_schema_text
+from producer.records import DecodeError, Record
+from producer.status import StatusEvent, encode_status, status_schema_text
+from schemas import RAW, ROOT
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SCHEMA_PATH = ROOT / "dead_letter.avsc"
+_HEADER = struct.Struct(">bI")
+
+
+def wire(schema_id: int, body: bytes) -> bytes:
+    """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro body."""
+    return _HEADER.pack(0, schema_id) + body
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prefix: str = "kis."
+
+    @property
+    def frames(self) -> str:
+        return self.prefix + "frames"
+
+    @property
+    def dead_letter(self) -> str:
+        return self.prefix + "dead-letter"
+
+    @property
+    def status(self) -> str:
+        return self.prefix + "status"
+
+    def raw(self, tr_id: str) -> str:
+        return raw_topic(tr_id, self.prefix)
+
+
+class SchemaIds:
+    """subject -> registered schema id, remembered on disk per (subject, schema text)."""
+
+    def __init__(self, registry_config: dict[str, str], cache_path: Path | None) -> None:
+        self._client = SchemaRegistryClient(registry_config)
+        self._cache_path = cache_path
+        self._cache: dict[str, int] = {}
+        if cache_path is not None and cache_path.exists():
+            try:
+                self._cache = {
+                    str(k): int(v) for k, v in json.loads(cache_path.read_text()).items()
+                }
+            except (OSError, ValueError, AttributeError):
+                self._cache = {}
+
+    def register(self, subject_name: str, schema_text: str) -> int:
+        fingerprint = hashlib.sha256(schema_text.encode()).hexdigest()[:16]
+        cache_key = f"{subject_name}@{fingerprint}"
+        try:
+            schema_id = int(self._client.register_schema(subject_name, Schema(schema_text, "AVRO")))
+        except Exception as exc:
+            cached = self._cache.get(cache_key)
+            if cached is None:
+                raise
+            log.warning(
+                "schema registry unreachable: using the cached schema id",
+                extra={"subject": subject_name, "error": str(exc)[:200]},
+            )
+            return cached
+        if self._cache.get(cache_key) != schema_id:
+            self._cache[cache_key] = schema_id
+            self._save()
+        return schema_id
+
+    def _save(self) -> None:
+        if self._cache_path is None:
+            return
+        self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._cache, indent=1, sort_keys=True))
+        tmp.replace(self._cache_path)
+
+
+class _Writer:
+    """One Avro schema: its registered id and a reusable encoder."""
+
+    __slots__ = ("buffer", "parsed", "schema_id")
+
+    def __init__(self, schema_text: str, schema_id: int) -> None:
+        self.parsed = fastavro.parse_schema(json.loads(schema_text))
+        self.schema_id = schema_id
+        self.buffer = io.BytesIO()
+
+    def encode(self, datum: dict[str, Any]) -> bytes:
+        buffer = self.buffer
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write(_HEADER.pack(0, self.schema_id))
+        fastavro.schemaless_writer(buffer, self.parsed, datum)
+        return buffer.getvalue()
+
+
+def raw_schema_text(tr_id: str) -> str:
+    return (RAW / f"{tr_id.lower()}.avsc").read_text()
+
+
+class Codec:
+    """Encodes what the producer publishes; `prepare` registers every schema up front."""
+
+    def __init__(self, topics: TopicNames, schema_ids: SchemaIds, catalogue: Catalogue) -> None:
+        self.topics = topics
+        self._ids = schema_ids
+        self.catalogue = catalogue
+        self._raw: dict[str, tuple[str, _Writer]] = {}
+        self._frames_id = 0
+        self._status_id = 0
+        self._dead_letter: _Writer | None = None
+
+    def prepare(self, tr_ids: Iterable[str]) -> None:
+        self._frames_id = self._ids.register(subject(self.topics.frames), frames_schema_text())
+        self._status_id = self._ids.register(subject(self.topics.status), status_schema_text())
+        text = DEAD_LETTER_SCHEMA_PATH.read_text()
+        self._dead_letter = _Writer(
+            text, self._ids.register(subject(self.topics.dead_letter), text)
+        )
+        for tr_id in tr_ids:
+            spec = self.catalogue.get(tr_id)
+            if spec is None or spec.tr_id in self._raw:
+                continue
+            topic = self.topics.raw(spec.tr_id)
+            text = raw_schema_text(spec.tr_id)
+            writer = _Writer(text, self._ids.register(subject(topic), text))
+            for alias in spec.tr_ids:
+                self._raw[alias] = (topic, writer)
+
+    def frame(
+        self, raw: bytes, received_at: int, session: str, seq: int, tr_id: str | None
+    ) -> bytes:
+        return wire(self._frames_id, encode_frame(raw, received_at, session, seq, tr_id))
+
+    def status(self, event: StatusEvent) -> bytes:
+        return wire(self._status_id, encode_status(event))
+
+    def record(self, record: Record) -> tuple[str, bytes]:
+        """(topic, value) of a decoded record; paper tr_ids go to their real TR's topic."""
+        entry = self._raw.get(record.tr_id)
+        if entry is None:
+            self.prepare([record.tr_id])  # a TR outside the plan (rare): register on first use
+            entry = self._raw[record.tr_id]
+        topic, writer = entry
+        return topic, writer.encode(to_avro(record))
+
+    def dead_letter(self, error: DecodeError) -> bytes:
+        assert self._dead_letter is not None, "prepare() first"
+        return self._dead_letter.encode(dead_letter_datum(error))
+
+
+def dead_letter_datum(error: DecodeError) -> dict[str, Any]:
+    raw = error.raw if isinstance(error.raw, bytes) else error.raw.encode("utf-8", "replace")
+    return {
+        "raw": raw,
+        "reason": error.reason,
+        "tr_id": error.tr_id,
+        "received_at": error.received_at,
+        "session": error.session,
+        "seq": error.seq,
+    }

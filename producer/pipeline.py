@@ -1,0 +1,204 @@
+"""The pipeline thread: raw frame -> kis.frames, decode -> Avro -> per-TR topic or dead letter.
+
+Sessions only read sockets; everything they read lands on one unbounded in-memory queue
+consumed here, in arrival order. The raw frame is published first (it is the source of
+truth that `kis-stream redecode` rebuilds from), then its records. A subscribe
+acknowledgement that carries an AES key re-keys that session's decoder before any later
+frame of the same connection is decoded, because both travel through the same queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from producer.catalogue import Catalogue
+from producer.codec import Codec
+from producer.frames import FrameDecoder, reason_code
+from producer.frames_topic import frame_key, frame_tr_id
+from producer.metrics import ProducerMetrics
+from producer.record_file import FrameRecorder
+from producer.records import DecodeError
+from producer.session import FrameItem
+from producer.sink import KafkaSink
+from producer.status import StatusEvent
+from producer.system import SubscribeAck, parse_system
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_BATCH = 512
+
+
+@dataclass(slots=True)
+class PipelineCounts:
+    frames: int = 0
+    records: int = 0
+    dead_letters: int = 0
+    status_events: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        sink: KafkaSink,
+        codec: Codec,
+        metrics: ProducerMetrics,
+        catalogue: Catalogue,
+        recorder: FrameRecorder | None = None,
+        decoder_factory: Callable[[], FrameDecoder] | None = None,
+    ) -> None:
+        self._sink = sink
+        self._codec = codec
+        self._metrics = metrics
+        self._catalogue = catalogue
+        self._recorder = recorder
+        self._decoder_factory = decoder_factory or (lambda: FrameDecoder(catalogue))
+        self._decoders: dict[str, FrameDecoder] = {}
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="kis-pipeline", daemon=True)
+        self.counts = PipelineCounts()
+        self.error: BaseException | None = None
+
+    # --- producers of work (session threads) ---
+    def submit_frame(self, item: FrameItem) -> None:
+        self._queue.put(item)
+
+    def submit_status(self, event: StatusEvent) -> None:
+        self._queue.put(event)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Process everything already queued, then stop."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        try:
+            while True:
+                try:
+                    item = get(timeout=0.05)
+                except queue.Empty:
+                    self._tick(idle=True)
+                    continue
+                for _ in range(_BATCH):
+                    if item is _STOP:
+                        self._tick(idle=True)
+                        return
+                    self._handle(item)
+                    try:
+                        item = get_nowait()
+                    except queue.Empty:
+                        break
+                else:  # a full batch: the item fetched last is still to be handled
+                    if item is _STOP:
+                        self._queue.put(_STOP)
+                    else:
+                        self._handle(item)
+                self._tick(idle=False)
+        except BaseException as exc:  # a bug here must be visible to /healthz, not silent
+            self.error = exc
+            log.critical("pipeline stopped by an unexpected error", exc_info=True)
+            raise
+
+    def _tick(self, *, idle: bool) -> None:
+        self._sink.pump()
+        self._metrics.pipeline_backlog.set(self._queue.qsize())
+        if idle and self._recorder is not None:
+            self._recorder.flush()
+
+    def _handle(self, item: object) -> None:
+        if isinstance(item, tuple):
+            self.handle_frame(item)
+        elif isinstance(item, StatusEvent):
+            self.handle_status(item)
+
+    # --- the work ---
+    def handle_frame(self, item: FrameItem) -> None:
+        conn_id, seq, received_at, raw = item
+        self.counts.frames += 1
+        if self._recorder is not None:
+            self._recorder.write(received_at, raw)
+        tr_id = frame_tr_id(raw)
+        key = frame_key(raw, tr_id) or conn_id.encode()
+        self._sink.send(
+            self._codec.topics.frames,
+            key,
+            self._codec.frame(raw, received_at, conn_id, seq, tr_id),
+            received_at,
+        )
+        decoder = self._decoder_for(conn_id)
+        if raw[:1] == b"{":
+            message = parse_system(raw)
+            if isinstance(message, SubscribeAck) and message.key and message.iv:
+                decoder.set_key(message.tr_id, message.key, message.iv)
+            return
+        self._metrics.frames.labels(tr_id or "unknown").inc()
+        result = decoder.decode(raw, received_at=received_at, session=conn_id, seq=seq)
+        if isinstance(result, DecodeError):
+            self._dead_letter(result, received_at)
+            return
+        for record in result:
+            topic, value = self._codec.record(record)
+            self._sink.send(topic, record.symbol.encode(), value, received_at)
+        self.counts.records += len(result)
+        if result:
+            self._metrics.records.labels(result[0].tr_id).inc(len(result))
+        if decoder.drift:
+            self._count_drift(decoder)
+
+    def _dead_letter(self, error: DecodeError, received_at: int) -> None:
+        self.counts.dead_letters += 1
+        self._metrics.decode_errors.labels(error.tr_id or "unknown").inc()
+        log.warning(
+            "undecodable frame to the dead-letter topic",
+            extra={"reason": error.reason[:200], "code": reason_code(error.reason),
+                   "session": error.session, "seq": error.seq},
+        )  # fmt: skip
+        key = (error.tr_id or "").encode() or None
+        self._sink.send(
+            self._codec.topics.dead_letter, key, self._codec.dead_letter(error), received_at
+        )
+
+    def _count_drift(self, decoder: FrameDecoder) -> None:
+        for (tr_id, _width), count in decoder.drift.items():
+            self._metrics.drift.labels(tr_id).inc(count)
+        decoder.drift.clear()
+
+    def handle_status(self, event: StatusEvent) -> None:
+        self.counts.status_events += 1
+        if event.event == "gap":
+            self._metrics.gaps.labels(event.session).inc()
+        log.info(
+            "session %s", event.event,
+            extra={k: v for k, v in event.as_dict().items() if v is not None and k != "event"},
+        )  # fmt: skip
+        self._sink.send(
+            self._codec.topics.status, event.session.encode(), self._codec.status(event), event.at
+        )
+
+    def _decoder_for(self, conn_id: str) -> FrameDecoder:
+        # One decoder per connection: AES keys belong to the connection that acknowledged them.
+        decoder = self._decoders.get(conn_id)
+        if decoder is None:
+            slot = conn_id.split(".", 1)[0]
+            for old in [c for c in self._decoders if c.split(".", 1)[0] == slot]:
+                del self._decoders[old]  # its frames were all handled before this one
+            decoder = self._decoders[conn_id] = self._decoder_factory()
+        return decoder
