@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     kis_venues: Annotated[list[Venue], NoDecode] = Field(default_factory=_default_venues)
     kis_max_subscriptions: int = Field(41, ge=1, le=200)
     """Registrations KIS accepts per session (documented: 41)."""
+    kis_shard_count: int = Field(1, ge=1)
+    """Producer processes sharing the plan (e.g. a StatefulSet's replicas)."""
+    kis_shard_index: int | None = Field(None, ge=0)
+    """Which of them this is; default: the ordinal at the end of POD_NAME, else 0. Shard i runs
+    the sessions (app keys) i, i + count, i + 2*count, ... of the whole plan."""
 
     # --- session behaviour ---
     kis_subscribe_interval_s: float = Field(0.2, ge=0)
@@ -263,7 +268,7 @@ class Settings(BaseSettings):
             }
         return value
 
-    @field_validator("kis_url", "kis_ws_url", mode="before")
+    @field_validator("kis_url", "kis_ws_url", "kis_shard_index", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -309,6 +314,8 @@ class Settings(BaseSettings):
             raise ValueError("KIS_TR_GROUPS is empty: nothing to subscribe")
         if self.kis_reconnect_initial_s > self.kis_reconnect_max_s:
             raise ValueError("KIS_RECONNECT_INITIAL_S must not exceed KIS_RECONNECT_MAX_S")
+        if self.shard_index >= self.kis_shard_count:
+            raise ValueError("KIS_SHARD_INDEX must be below KIS_SHARD_COUNT")
         if self.kis_env == "paper" and self.kis_url is None and "NXT" in self.kis_venues:
             raise ValueError("paper trading has no NXT TRs: remove NXT from KIS_VENUES")
         return self
@@ -322,6 +329,13 @@ class Settings(BaseSettings):
             pairs.append(AppCredential(app_key=self.kis_app_key, app_secret=self.kis_app_secret))
         pairs.extend(self.kis_app_keys)
         return pairs
+
+    @property
+    def shard_index(self) -> int:
+        if self.kis_shard_index is not None:
+            return self.kis_shard_index
+        pod, _, ordinal = os.environ.get("POD_NAME", "").rpartition("-")
+        return int(ordinal) if self.kis_shard_count > 1 and pod and ordinal.isdigit() else 0
 
     @property
     def market_hours(self) -> MarketHours:

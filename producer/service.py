@@ -76,7 +76,12 @@ def build_plan(
     per_session = settings.kis_max_subscriptions
     creds = resolve_credentials(settings, max(1, math.ceil(len(subs) / per_session)))
     plans = shard(subs, sessions_available=len(creds), per_session=per_session)
-    return plans, creds[: len(plans)]
+    mine = [
+        (plan, cred)
+        for plan, cred in zip(plans, creds, strict=False)
+        if plan.index % settings.kis_shard_count == settings.shard_index
+    ]
+    return [plan for plan, _ in mine], [cred for _, cred in mine]
 
 
 def ensure_topics(
