@@ -177,3 +177,16 @@ def test_redaction_masks_secrets_in_messages_args_extras_and_tracebacks() -> Non
     line = JsonFormatter().format(record)
     assert "SUPERSECRETKEY" not in line and "approval-0123" not in line
     assert "got *** and x" in line and "RuntimeError" in line
+
+
+def test_shard_index_from_env_or_pod_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIS_SHARD_COUNT", "3")
+    monkeypatch.setenv("POD_NAME", "kis-producer-2")
+    assert load_settings(env_file=None).shard_index == 2
+    monkeypatch.setenv("KIS_SHARD_INDEX", "1")
+    assert load_settings(env_file=None).shard_index == 1
+    monkeypatch.setenv("KIS_SHARD_INDEX", "")  # an empty pod-index label: fall back to POD_NAME
+    assert load_settings(env_file=None).shard_index == 2
+    monkeypatch.setenv("KIS_SHARD_INDEX", "3")
+    with pytest.raises(SettingsError, match="KIS_SHARD_INDEX"):
+        load_settings(env_file=None)
