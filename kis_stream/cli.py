@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "demo": "kis_stream.demo:demo",
     "produce": "producer.service:produce",
     "redecode": "producer.redecode:redecode_command",
+    "tail": "kis_stream.tail:tail",
 }
 
 
