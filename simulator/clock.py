@@ -30,9 +30,17 @@ def parse_time_of_day(text: str) -> float:
     return float(hh * 3600 + mm * 60 + ss)
 
 
+_last_hhmmss: list[tuple[int, str]] = [(-1, "")]
+
+
 def hhmmss(seconds: float) -> str:
     s = int(seconds) % DAY_SECONDS
-    return f"{s // 3600:02d}{s % 3600 // 60:02d}{s % 60:02d}"
+    last = _last_hhmmss[0]
+    if last[0] == s:  # many records share a second
+        return last[1]
+    text = f"{s // 3600:02d}{s % 3600 // 60:02d}{s % 60:02d}"
+    _last_hhmmss[0] = (s, text)
+    return text
 
 
 def today_kst() -> dt.date:

@@ -189,11 +189,10 @@ def book(
         "STCK_DEAL_CLS_CODE": "0",
         "MARKET_CLS_CODE": market_cls,
     }
-    for i in range(LEVELS):
-        rec[ASK_PX[i]] = str(quote.ask_px[i])
-        rec[BID_PX[i]] = str(quote.bid_px[i])
-        rec[ASK_QTY[i]] = str(quote.ask_qty[i])
-        rec[BID_QTY[i]] = str(quote.bid_qty[i])
+    rec.update(zip(ASK_PX, map(str, quote.ask_px), strict=True))
+    rec.update(zip(BID_PX, map(str, quote.bid_px), strict=True))
+    rec.update(zip(ASK_QTY, map(str, quote.ask_qty), strict=True))
+    rec.update(zip(BID_QTY, map(str, quote.bid_qty), strict=True))
     if auction is not None and auction.price:
         diff = auction.price - ref.prev_close
         rec["ANTC_CNPR"] = str(auction.price)

@@ -20,7 +20,8 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from simulator import fields
 from simulator.book import LEVELS, Book
@@ -238,6 +239,10 @@ class Market:
         self._next_id = 0
         self._out: list[GenRecord] = []
         self._rr = 0
+        self._getters: dict[str, tuple[frozenset[str], Callable[[dict[str, str]], Any]]] = {}
+        self._event_no = 0
+        self._quote_memo: dict[tuple[int, str, int], Quote] = {}
+        self._pending_extra: list[GenRecord] = []
         self._sigma = config.daily_vol / math.sqrt(6.5 * H)
         for code in config.symbols:
             self.add_symbol(code)
@@ -336,8 +341,7 @@ class Market:
 
     def take_pending(self) -> list[GenRecord]:
         """Records generated outside `advance` (e.g. by `trigger_vi`)."""
-        out = getattr(self, "_pending_extra", [])
-        self._pending_extra = []
+        out, self._pending_extra = self._pending_extra, []
         self.generated += len(out)
         return out
 
@@ -360,7 +364,14 @@ class Market:
     def _emit(self, tr_id: str, key: str, build: Callable[[], dict[str, str]]) -> None:
         if (tr_id, key) in self.wanted:
             values = build()
-            row = [values.get(n, "") for n in self.layouts[tr_id].names]
+            getter = self._getters.get(tr_id)
+            if getter is None or not getter[0] <= values.keys():
+                names = self.layouts[tr_id].names
+                row = [values.get(n, "") for n in names]
+                if set(names) <= values.keys():
+                    self._getters[tr_id] = (frozenset(names), itemgetter(*names))
+            else:
+                row = list(getter[1](values))
             self._next_id += 1
             self._out.append(GenRecord(self._next_id, tr_id, key, row))
 
@@ -401,6 +412,7 @@ class Market:
         s.div = s.div * decay + 1.2 * math.sqrt(1 - decay * decay) * rng.gauss(0.0, 1.0)
 
     def _domestic_event(self, s: DomesticSymbol, t: float) -> None:
+        self._quote_memo.clear()
         self._evolve(s, t)
         u = s.rng.random()
         krx_active = s.auction is not None or self.krx_phase == "continuous"
@@ -533,11 +545,13 @@ class Market:
         if a is None:
             return
         s.auction = None
+        self._quote_memo.clear()
         price = a.price or floor_to_tick(s.fair)
-        s.krx.book = Book.around(price, s.krx.depth)
+        buy = sum(a.bid_qty) >= sum(a.ask_qty)
+        # the residual book: a buy-side imbalance leaves asks at the auction price, and v.v.
+        s.krx.book = Book.around(tick_down(price) if buy else price, s.krx.depth)
         s.vi_ref = price
         if a.qty > 0:
-            buy = sum(a.bid_qty) >= sum(a.ask_qty)
             s.krx.tape.apply(price, a.qty, buy, t)
             s.un.apply(price, a.qty, buy, t)
             self._emit_trade(s, s.krx, t, price, a.qty, "1" if buy else "5", None, None, market_cls)
@@ -549,6 +563,7 @@ class Market:
         krx_old, nxt_old = self.krx_phase, self.nxt_phase
         self.krx_phase, self.nxt_phase = krx_new, nxt_new
         for s in self.symbols.values():
+            self._quote_memo.clear()
             if krx_new != krx_old:
                 if krx_new == "auction_open":
                     s.auction = KrxAuction("B")
@@ -571,17 +586,29 @@ class Market:
     # ---- emission -------------------------------------------------------------------------
 
     def _venue_quote(self, s: DomesticSymbol, v: Venue) -> Quote:
-        if v is s.krx and s.auction is not None:
-            return self._auction_quote(s)
-        return book_quote(v.book)
+        """The venue's displayed book now (memoised until the next state change)."""
+        memo_key = (v.name, s.ref.code)
+        quote = self._quote_memo.get(memo_key)
+        if quote is None:
+            if v is s.krx and s.auction is not None:
+                quote = self._auction_quote(s)
+            else:
+                quote = book_quote(v.book)
+            self._quote_memo[memo_key] = quote
+        return quote
 
     def _un_quote(self, s: DomesticSymbol) -> Quote:
-        quotes = []
-        if self.krx_phase != "closed":
-            quotes.append(self._venue_quote(s, s.krx))
-        if self.nxt_phase in NXT_TRADING:
-            quotes.append(book_quote(s.nxt.book))
-        return merge_quotes(quotes) if quotes else self._venue_quote(s, s.krx)
+        memo_key = ("UN", s.ref.code)
+        quote = self._quote_memo.get(memo_key)
+        if quote is None:
+            quotes = []
+            if self.krx_phase != "closed":
+                quotes.append(self._venue_quote(s, s.krx))
+            if self.nxt_phase in NXT_TRADING:
+                quotes.append(self._venue_quote(s, s.nxt))
+            quote = merge_quotes(quotes) if quotes else self._venue_quote(s, s.krx)
+            self._quote_memo[memo_key] = quote
+        return quote
 
     def _market_cls(self, v: Venue) -> str:
         return "2" if v.name == "KRX" else NXT_MARKET_CLS.get(self.nxt_phase, "2")
@@ -606,9 +633,11 @@ class Market:
             def inner() -> dict[str, str]:
                 quote = quote_fn()
                 if ask_after is not None:
-                    quote.ask_px[0] = ask_after
+                    quote = Quote([ask_after, *quote.ask_px[1:]], quote.ask_qty,
+                                  quote.bid_px, quote.bid_qty)  # fmt: skip
                 if bid_after is not None:
-                    quote.bid_px[0] = bid_after
+                    quote = Quote(quote.ask_px, quote.ask_qty,
+                                  [bid_after, *quote.bid_px[1:]], quote.bid_qty)  # fmt: skip
                 return fields.trade_like(
                     s.ref,
                     tape,
