@@ -240,8 +240,7 @@ class Market:
         self._out: list[GenRecord] = []
         self._rr = 0
         self._getters: dict[str, tuple[frozenset[str], Callable[[dict[str, str]], Any]]] = {}
-        self._event_no = 0
-        self._quote_memo: dict[tuple[int, str, int], Quote] = {}
+        self._quote_memo: dict[tuple[str, str], Quote] = {}
         self._pending_extra: list[GenRecord] = []
         self._sigma = config.daily_vol / math.sqrt(6.5 * H)
         for code in config.symbols:
