@@ -10,10 +10,8 @@ parse, start order follows health, and addresses agree across services.
 
 from __future__ import annotations
 
-import ast
 import copy
 import functools
-import importlib
 import json
 import os
 import re
@@ -22,38 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.deploy_helpers import ROOT, cli_problems, go_tool
+
 BASE = ROOT / "docker-compose.yml"
 KIS_OVERRIDE = ROOT / "docker-compose.kis.yml"
 KIS_ENV_EXAMPLE = ROOT / "kis.env.example"
 IMAGE = "kis-stream:local"
-
-# The CLI contract (shared/DESIGN.md); the commands compose may run must be among them.
-CONTRACT_COMMANDS = {
-    "sim",
-    "produce",
-    "process",
-    "decode",
-    "schemas",
-    "tail",
-    "redecode",
-    "bench",
-    "demo",
-}
-
-
-def go_tool(name: str) -> str:
-    """Path of a pinned Go tool (built once into ~/.cache/kis-stream by scripts/go-tool)."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "go-tool"), name], capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, f"scripts/go-tool {name} failed:\n{done.stderr}"
-    return done.stdout.strip()
 
 
 @functools.cache
@@ -96,19 +72,6 @@ def project(scenario: str) -> dict[str, Any]:
 
 
 SCENARIOS = ["simulator", "tools", "real-kis"]
-
-
-def cli_commands() -> dict[str, str]:
-    """COMMANDS of kis_stream/cli.py, read from the source (the single list of subcommands)."""
-    tree = ast.parse((ROOT / "kis_stream" / "cli.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            if any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in targets):
-                value = ast.literal_eval(node.value)  # type: ignore[arg-type]
-                assert isinstance(value, dict)
-                return value
-    raise AssertionError("kis_stream/cli.py has no COMMANDS dict")
 
 
 def dockerfile_entrypoint() -> list[str]:
@@ -173,7 +136,6 @@ def test_compose_go_rejects_an_inconsistent_project(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_kis_stream_service_runs_a_real_subcommand(scenario: str) -> None:
-    commands = cli_commands()
     services = own_services(project(scenario))
     assert services
     problems = []
@@ -182,23 +144,7 @@ def test_every_kis_stream_service_runs_a_real_subcommand(scenario: str) -> None:
         if args[0] != "kis-stream":
             problems.append(f"{name}: runs {args[0]!r}, not kis-stream")
             continue
-        sub = args[1]
-        if sub not in CONTRACT_COMMANDS:
-            problems.append(f"{name}: {sub!r} is not a contract subcommand")
-        if sub not in commands:
-            problems.append(f"{name}: {sub!r} is not registered in kis_stream/cli.py COMMANDS")
-            continue
-        module_name, attr = commands[sub].split(":")
-        try:
-            command = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            problems.append(f"{name}: cannot load {commands[sub]}: {exc!r}")
-            continue
-        assert isinstance(command, click.Command)
-        try:  # the options compose passes must parse (unknown options, bad types fail here)
-            command.make_context(sub, list(args[2:]), resilient_parsing=False)
-        except click.ClickException as exc:
-            problems.append(f"{name}: `kis-stream {' '.join(args[1:])}` does not parse: {exc}")
+        problems += cli_problems(f"service {name}", args[1:])
     assert not problems, "\n".join(problems)
 
 
