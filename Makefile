@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv fetch demo test lint typecheck unit services-up services-down bench clean
+.PHONY: all venv fetch tools demo test lint typecheck unit services-up services-down bench clean
 
 all: test
 
@@ -21,15 +21,21 @@ venv: $(STAMP)
 fetch: venv
 	$(BIN)/kis-stream services fetch
 
+## tools: build (once, cached in ~/.cache/kis-stream) kustomize and the compose-go checker,
+## with which the tests validate k8s/ and docker-compose.yml offline.
+tools:
+	scripts/go-tool kustomize >/dev/null
+	scripts/go-tool compose-check >/dev/null
+
 ## demo: the whole pipeline on the embedded simulator, with a live terminal view.
 demo: fetch
 	$(BIN)/kis-stream demo
 
 ## test: lint, type-check, then every test (unit, integration, e2e) against real services.
-test: fetch lint typecheck
+test: fetch tools lint typecheck
 	$(BIN)/python -m pytest
 
-unit: venv
+unit: venv tools
 	$(BIN)/python -m pytest -m "not kafka and not e2e"
 
 lint: venv
