@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "produce": "producer.service:produce",
     "redecode": "producer.redecode:redecode_command",
     "tail": "kis_stream.tail:tail",
+    "decode": "producer.decode_cli:decode_command",
+    "schemas": "producer.decode_cli:schemas_command",
 }
 
 
