@@ -142,10 +142,12 @@ class WireDecoder:
     def decode(self, data: bytes | None) -> Any:
         if data is None:
             return None
-        if self._fetch_schema is not None and len(data) > 5 and data[0] == WIRE_MAGIC:
+        if len(data) > 5 and data[0] == WIRE_MAGIC:
+            schema_id = int.from_bytes(data[1:5], "big")
+            if self._fetch_schema is None:  # --raw: say what it is without decoding it
+                return {"schema_id": schema_id, "avro_base64": _b64(data[5:])}
             import fastavro
 
-            schema_id = int.from_bytes(data[1:5], "big")
             parsed = self._schemas.get(schema_id)
             if parsed is None:
                 parsed = fastavro.parse_schema(orjson.loads(self._fetch_schema(schema_id)))
@@ -154,7 +156,11 @@ class WireDecoder:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(data).decode("ascii")}
+            return {"base64": _b64(data)}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def registry_fetcher(url: str, env: Mapping[str, str], timeout: float) -> Callable[[int], str]:
@@ -196,7 +202,7 @@ def to_jsonable(value: Any, tz: dt.tzinfo = dt.UTC) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode("ascii")
+        return _b64(bytes(value))
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
