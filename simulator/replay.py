@@ -2,7 +2,8 @@
 
 Input is the producer's record format: gzip-compressed (or plain) JSONL, one object per frame,
 `{"received_at": <epoch microseconds>, "frame": "<raw text>"}`. Data frames go to whoever is
-subscribed to their tr_id and to the first field of their first record (the symbol); JSON
+subscribed to their tr_id and to the first field of their first record (the symbol), from
+the moment the first subscription arrives; JSON
 system messages and encrypted frames (their key died with the recorded session) are skipped.
 """
 
@@ -97,6 +98,10 @@ class ReplaySource:
             self.sent += 1
             out.append(ReplayFrame(route[0], route[1], raw, received_at))
         return out
+
+    @property
+    def started(self) -> bool:
+        return self._origin_wall is not None
 
     def progress(self) -> dict[str, Any]:
         return {"file": str(self.path), "frames": self.sent, "skipped": self.skipped,

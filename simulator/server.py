@@ -488,7 +488,9 @@ class SimulatorServer:
             await asyncio.sleep(self.config.tick)
             try:
                 if self.replay is not None:
-                    self._dispatch_replay(self.replay.due(loop.time()))
+                    # the recording starts playing when the first client has subscribed
+                    if self.replay.started or self.subscribers:
+                        self._dispatch_replay(self.replay.due(loop.time()))
                     continue
                 market = self.market
                 assert market is not None
