@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -72,13 +72,21 @@ class TrSpec:
     symbol_field: str
     date_field: str | None = None
     time_field: str | None = None
+    layouts: Mapping[int, tuple[str | None, ...]] = field(default_factory=dict, compare=False)
+    """Older widths whose order is not a plain prefix: position -> KIS name (None: a
+    field the current layout no longer has; the decoder keeps it in ``extra``)."""
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index.update({f.name: i for i, f in enumerate(self.fields)})
         if len(self._index) != len(self.fields):
             raise ValueError(f"{self.tr_id}: duplicate field names")
-        for ref in (self.symbol_field, self.date_field, self.time_field):
+        refs = [self.symbol_field, self.date_field, self.time_field]
+        for names in self.layouts.values():
+            refs += [n for n in names if n is not None]
+            if self.symbol_field not in names:
+                raise ValueError(f"{self.tr_id}: a layout lacks the symbol field")
+        for ref in refs:
             if ref is not None and ref not in self._index:
                 raise ValueError(f"{self.tr_id}: unknown field {ref!r}")
 
@@ -95,7 +103,7 @@ class TrSpec:
     @property
     def known_widths(self) -> frozenset[int]:
         """Widths KIS has sent: the full layout minus any tail of ``since`` fields."""
-        widths = {self.width}
+        widths = {self.width, *self.layouts}
         n = self.width
         while n > 0 and self.fields[n - 1].since is not None:
             n -= 1
@@ -182,6 +190,12 @@ def _spec_from_json(raw: dict[str, object]) -> TrSpec:
     assert isinstance(fields_raw, list)
     paper = raw.get("paper_tr_id")
     date_field, time_field = raw.get("date_field"), raw.get("time_field")
+    layouts_raw = raw.get("layouts") or {}
+    assert isinstance(layouts_raw, dict)
+    layouts = {
+        int(width): tuple(None if n is None else str(n) for n in names)
+        for width, names in layouts_raw.items()
+    }
     return TrSpec(
         tr_id=tr_id,
         name=str(raw["name"]),
@@ -193,6 +207,7 @@ def _spec_from_json(raw: dict[str, object]) -> TrSpec:
         symbol_field=str(raw["symbol_field"]),
         date_field=str(date_field) if date_field else None,
         time_field=str(time_field) if time_field else None,
+        layouts=layouts,
     )
 
 

@@ -175,9 +175,9 @@ def _getter_expr(name: str, indices: Sequence[int], env: dict[str, Any]) -> str:
     return f"{name}(p)"
 
 
-def compile_converter(fields: Sequence[FieldSpec], missing: Sequence[str] = ()) -> Converter:
-    """A function typing one record: ``p[i]`` is the text of ``fields[i]``; ``missing``
-    columns (the frame is narrower than the catalogue) come out None.
+def compile_converter(fields: Sequence[FieldSpec | None], missing: Sequence[str] = ()) -> Converter:
+    """A function typing one record: ``p[i]`` is the text of ``fields[i]`` (None: not
+    mapped); ``missing`` columns (the frame lacks them) come out None.
 
     Numbers are parsed in one ``orjson.loads`` per record (a JSON array of the numeric
     fields, several times faster than ``int()``/``float()`` per field); strings, times
@@ -188,7 +188,8 @@ def compile_converter(fields: Sequence[FieldSpec], missing: Sequence[str] = ()) 
     """
     groups: dict[str, list[int]] = {t: [] for t in ("string", "long", "double", "time", "date")}
     for i, f in enumerate(fields):
-        groups[f.type].append(i)
+        if f is not None:
+            groups[f.type].append(i)
     env: dict[str, Any] = {
         "NG": _NULLS.get,
         "TG": _TIMES.__getitem__,
@@ -238,7 +239,8 @@ def compile_converter(fields: Sequence[FieldSpec], missing: Sequence[str] = ()) 
         parts.append(f"*map(TG, {_getter_expr('gt', groups['time'], env)})")
     if groups["date"]:
         parts.append(f"*map(DG, {_getter_expr('gdd', groups['date'], env)})")
-    order = [fields[i].column for t in groups for i in groups[t]] + list(missing)
+    order = [fields[i].column for t in groups for i in groups[t]]  # type: ignore[union-attr]
+    order += missing
     env["COLS"] = tuple(order)
     if missing:
         env["NONES"] = (None,) * len(missing)
@@ -251,11 +253,13 @@ def compile_converter(fields: Sequence[FieldSpec], missing: Sequence[str] = ()) 
 
 
 def convert_slowly(
-    fields: Sequence[FieldSpec], values: Sequence[str], missing: Sequence[str], index: int
+    fields: Sequence[FieldSpec | None], values: Sequence[str], missing: Sequence[str], index: int
 ) -> dict[str, Any] | str:
     """The per-field path: typed dict, or the reason naming the first bad field."""
     out: dict[str, Any] = {}
     for f, text in zip(fields, values, strict=False):
+        if f is None:
+            continue
         try:
             out[f.column] = PARSERS[f.type](text)
         except (ValueError, OverflowError) as exc:
@@ -267,15 +271,35 @@ def convert_slowly(
 
 
 class _Layout:
-    """How to read records of one width of one TR."""
+    """How to read records of one width of one TR: which field each position holds,
+    which columns the width lacks, and which positions go to `Record.extra`."""
 
-    __slots__ = ("convert", "fields", "missing", "width")
+    __slots__ = ("convert", "extra_from", "extra_positions", "fields", "missing", "width")
 
     def __init__(self, spec: TrSpec, width: int) -> None:
         self.width = width
-        self.fields = spec.fields[:width]
-        self.missing = tuple(f.column for f in spec.fields[width:])
-        self.convert = compile_converter(self.fields, self.missing)
+        names = spec.layouts.get(width)
+        fields: tuple[FieldSpec | None, ...]
+        if names is None:
+            fields = spec.fields[:width]
+            self.extra_positions: tuple[int, ...] = ()
+        else:
+            fields = tuple(None if n is None else spec.field_named(n) for n in names)
+            self.extra_positions = tuple(i for i, n in enumerate(names) if n is None)
+        self.fields = fields
+        present = {f.name for f in fields if f is not None}
+        self.missing = tuple(f.column for f in spec.fields if f.name not in present)
+        # Positions past the mapped ones are kept verbatim in Record.extra.
+        self.extra_from = len(fields) if width > len(fields) else None
+        self.convert = compile_converter(fields, self.missing)
+
+    def extra(self, chunk: Sequence[str]) -> list[str] | None:
+        if not self.extra_positions:
+            return list(chunk[self.extra_from :]) if self.extra_from is not None else None
+        extra = [chunk[i] for i in self.extra_positions]
+        if self.extra_from is not None:
+            extra += chunk[self.extra_from :]
+        return extra
 
 
 class _TrPlan:
@@ -288,6 +312,7 @@ class _TrPlan:
         "min_width",
         "needs_business_date",
         "spec",
+        "symbol_column",
         "symbol_index",
         "time_column",
         "topic",
@@ -297,6 +322,7 @@ class _TrPlan:
         self.spec = spec
         self.topic = spec.topic
         self.symbol_index = spec.symbol_index
+        self.symbol_column = spec.field_named(spec.symbol_field).column
         self.time_column = spec.field_named(spec.time_field).column if spec.time_field else None
         self.date_column = spec.field_named(spec.date_field).column if spec.date_field else None
         self.needs_business_date = self.time_column is not None and self.date_column is None
@@ -451,8 +477,8 @@ class FrameDecoder:
 
         business_day = self._business_day() if plan.needs_business_date else 0
         convert = layout.convert
-        nf = spec.width
-        symbol_index = plan.symbol_index
+        plain_layout = not layout.extra_positions and layout.extra_from is None
+        symbol_index = plan.symbol_index if not spec.layouts else -1
         time_column, date_column = plan.time_column, plan.date_column
         venue, canonical = spec.venue, spec.tr_id
         records: list[Record] = []
@@ -465,7 +491,7 @@ class FrameDecoder:
                 if isinstance(slow, str):
                     return slow
                 fields = slow
-            symbol = chunk[symbol_index]
+            symbol = chunk[symbol_index] if symbol_index >= 0 else fields[plan.symbol_column]
             if not symbol or symbol == NULL_TEXT:
                 return f"no_symbol: field {spec.symbol_field} empty (record {i})"
             event_time = None
@@ -487,7 +513,7 @@ class FrameDecoder:
                     seq,
                     i,
                     fields,
-                    chunk[nf:] if width > nf else None,
+                    None if plain_layout else layout.extra(chunk),
                 )
             )
         return records
