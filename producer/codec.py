@@ -8,35 +8,31 @@ encode with the ids it registered before.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from kis_stream.topics import raw_topic, subject
-from producer.avro import to_avro
+from producer.avro import (
+    ConfluentEncoder,
+    compile_encoder,
+    dead_letter_to_avro,
+    load_dead_letter_schema,
+    load_raw_schema,
+)
 from producer.catalogue import Catalogue
 from producer.frames_topic import encode_frame, frames_schema_text
 from producer.records import DecodeError, Record
 from producer.status import StatusEvent, encode_status, status_schema_text
-from schemas import RAW, ROOT
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_SCHEMA_PATH = ROOT / "dead_letter.avsc"
 _HEADER = struct.Struct(">bI")
-
-
-def wire(schema_id: int, body: bytes) -> bytes:
-    """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro body."""
-    return _HEADER.pack(0, schema_id) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,29 +98,6 @@ class SchemaIds:
         tmp.replace(self._cache_path)
 
 
-class _Writer:
-    """One Avro schema: its registered id and a reusable encoder."""
-
-    __slots__ = ("buffer", "parsed", "schema_id")
-
-    def __init__(self, schema_text: str, schema_id: int) -> None:
-        self.parsed = fastavro.parse_schema(json.loads(schema_text))
-        self.schema_id = schema_id
-        self.buffer = io.BytesIO()
-
-    def encode(self, datum: dict[str, Any]) -> bytes:
-        buffer = self.buffer
-        buffer.seek(0)
-        buffer.truncate()
-        buffer.write(_HEADER.pack(0, self.schema_id))
-        fastavro.schemaless_writer(buffer, self.parsed, datum)
-        return buffer.getvalue()
-
-
-def raw_schema_text(tr_id: str) -> str:
-    return (RAW / f"{tr_id.lower()}.avsc").read_text()
-
-
 class Codec:
     """Encodes what the producer publishes; `prepare` registers every schema up front."""
 
@@ -132,35 +105,36 @@ class Codec:
         self.topics = topics
         self._ids = schema_ids
         self.catalogue = catalogue
-        self._raw: dict[str, tuple[str, _Writer]] = {}
-        self._frames_id = 0
-        self._status_id = 0
-        self._dead_letter: _Writer | None = None
+        self._raw: dict[str, tuple[str, bytes, Callable[[Record], bytes]]] = {}
+        self._frames_header = b""
+        self._status_header = b""
+        self._dead_letter: ConfluentEncoder | None = None
 
     def prepare(self, tr_ids: Iterable[str]) -> None:
-        self._frames_id = self._ids.register(subject(self.topics.frames), frames_schema_text())
-        self._status_id = self._ids.register(subject(self.topics.status), status_schema_text())
-        text = DEAD_LETTER_SCHEMA_PATH.read_text()
-        self._dead_letter = _Writer(
-            text, self._ids.register(subject(self.topics.dead_letter), text)
-        )
+        frames_id = self._ids.register(subject(self.topics.frames), frames_schema_text())
+        status_id = self._ids.register(subject(self.topics.status), status_schema_text())
+        self._frames_header, self._status_header = _header(frames_id), _header(status_id)
+        schema = load_dead_letter_schema()
+        dead_id = self._ids.register(subject(self.topics.dead_letter), _text(schema))
+        self._dead_letter = ConfluentEncoder(schema, dead_id)
         for tr_id in tr_ids:
             spec = self.catalogue.get(tr_id)
             if spec is None or spec.tr_id in self._raw:
                 continue
             topic = self.topics.raw(spec.tr_id)
-            text = raw_schema_text(spec.tr_id)
-            writer = _Writer(text, self._ids.register(subject(topic), text))
+            schema = load_raw_schema(spec.tr_id)
+            header = _header(self._ids.register(subject(topic), _text(schema)))
+            encode = compile_encoder(schema, from_record=True)
             for alias in spec.tr_ids:
-                self._raw[alias] = (topic, writer)
+                self._raw[alias] = (topic, header, encode)
 
     def frame(
         self, raw: bytes, received_at: int, session: str, seq: int, tr_id: str | None
     ) -> bytes:
-        return wire(self._frames_id, encode_frame(raw, received_at, session, seq, tr_id))
+        return self._frames_header + encode_frame(raw, received_at, session, seq, tr_id)
 
     def status(self, event: StatusEvent) -> bytes:
-        return wire(self._status_id, encode_status(event))
+        return self._status_header + encode_status(event)
 
     def record(self, record: Record) -> tuple[str, bytes]:
         """(topic, value) of a decoded record; paper tr_ids go to their real TR's topic."""
@@ -168,21 +142,17 @@ class Codec:
         if entry is None:
             self.prepare([record.tr_id])  # a TR outside the plan (rare): register on first use
             entry = self._raw[record.tr_id]
-        topic, writer = entry
-        return topic, writer.encode(to_avro(record))
+        topic, header, encode = entry
+        return topic, header + encode(record)
 
     def dead_letter(self, error: DecodeError) -> bytes:
         assert self._dead_letter is not None, "prepare() first"
-        return self._dead_letter.encode(dead_letter_datum(error))
+        return self._dead_letter.encode(dead_letter_to_avro(error))
 
 
-def dead_letter_datum(error: DecodeError) -> dict[str, Any]:
-    raw = error.raw if isinstance(error.raw, bytes) else error.raw.encode("utf-8", "replace")
-    return {
-        "raw": raw,
-        "reason": error.reason,
-        "tr_id": error.tr_id,
-        "received_at": error.received_at,
-        "session": error.session,
-        "seq": error.seq,
-    }
+def _header(schema_id: int) -> bytes:
+    return _HEADER.pack(0, schema_id)
+
+
+def _text(schema: dict[str, object]) -> str:
+    return json.dumps(schema, ensure_ascii=False)

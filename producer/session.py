@@ -291,7 +291,7 @@ class Session:
             if not raw:
                 continue
             self._last_message_at = received_at
-            if raw[0] in b"01":
+            if raw[0] != 0x7B:  # not "{": a data frame, or junk for the dead-letter topic
                 seq += 1
                 self._on_frame((conn_id, seq, received_at, raw))
                 last_data = time.monotonic()
