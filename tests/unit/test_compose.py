@@ -220,6 +220,7 @@ def test_addresses_agree_across_services() -> None:
     assert processors["environment"]["PROCESSORS_WEB_HOST"] == "0.0.0.0"
     web_port = int(processors["environment"]["PROCESSORS_WEB_PORT"])
     assert urlsplit(_healthcheck_url(processors)).port == web_port
+    assert urlsplit(_healthcheck_url(processors)).path == "/kis/"  # processors/views.py
 
 
 def test_writable_state_lives_on_volumes() -> None:

@@ -239,7 +239,7 @@ def test_probes_hit_the_health_endpoints_on_declared_ports(name: str) -> None:
     settings = config(docs)
     expected = {
         "kis-producer": (int(settings["METRICS_PORT"]), "/healthz", "/readyz"),
-        "kis-processors": (int(settings["PROCESSORS_WEB_PORT"]), "/", "/"),
+        "kis-processors": (int(settings["PROCESSORS_WEB_PORT"]), "/kis/", "/kis/"),
     }
     assert settings["METRICS_HOST"] == "0.0.0.0" and settings["PROCESSORS_WEB_HOST"] == "0.0.0.0"
     for workload, (port, live, ready) in expected.items():
