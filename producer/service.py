@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -166,8 +166,10 @@ class ProducerService:
         record_file: Path | None = None,
         catalogue: Catalogue | None = None,
         connect: Connect = websocket_connect,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_latency = on_latency
         self.catalogue = catalogue or load_catalogue()
         self.topics = TopicNames(settings.topic_prefix)
         self.metrics = ProducerMetrics()
@@ -231,7 +233,11 @@ class ProducerService:
             memory_messages=settings.producer_memory_messages,
         )
         self.sink = KafkaSink(
-            config, spool, self.metrics, rejected_path=spool_dir / "rejected.jsonl"
+            config,
+            spool,
+            self.metrics,
+            rejected_path=spool_dir / "rejected.jsonl",
+            on_latency=self._on_latency,
         )
         if self.record_file is not None:
             self.recorder = FrameRecorder(self.record_file)

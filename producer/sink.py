@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class KafkaSink:
         metrics: ProducerMetrics,
         *,
         rejected_path: Path | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self._producer = Producer(
             config, logger=logging.getLogger("librdkafka"), error_cb=self._on_error
@@ -73,6 +75,7 @@ class KafkaSink:
         self._spool = spool
         self._metrics = metrics
         self._rejected_path = rejected_path
+        self._on_latency = on_latency
         self._spooling = spool.unread > 0  # a spool left behind is drained before new records
         self._gseq = 0
         self._closing = False
@@ -178,7 +181,10 @@ class KafkaSink:
             self.acked += 1
             self.broker_reachable = True
             self._metrics.acked.inc()
-            self._metrics.produce_latency.observe(max(0.0, time.time() - received_at / 1e6))
+            latency = max(0.0, time.time() - received_at / 1e6)
+            self._metrics.produce_latency.observe(latency)
+            if self._on_latency is not None:
+                self._on_latency(latency)
             return
         topic = msg.topic() or ""
         if err.code() in _PURGED or err.fatal():

@@ -1,0 +1,271 @@
+"""Test support for the producer: run it against the simulator, read Kafka independently.
+
+The reader here shares no code with the producer: a plain confluent_kafka Consumer, schemas
+fetched by id from the registry's Confluent API, fastavro decoding. The expected values come
+from the simulator's truth log, typed by the catalogue's declared field types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, TopicPartition
+
+from kis_stream.settings import Settings, load_settings
+from producer.catalogue import TrSpec, load_catalogue
+from producer.service import ProducerService
+from simulator import MarketConfig, SimConfig, SimHandle, run_in_thread
+from simulator.truth import read_truth
+
+CATALOGUE = load_catalogue()
+EPOCH = dt.date(1970, 1, 1)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+# --- the simulator and the producer under test ---
+
+
+@contextlib.contextmanager
+def simulator(tmp_path: Path, symbols: tuple[str, ...], **config: Any) -> Iterator[SimHandle]:
+    market = MarketConfig(
+        seed=config.pop("seed", 11), symbols=symbols, rate=config.pop("rate", 4.0)
+    )
+    sim_config = SimConfig(
+        market=market, truth=tmp_path / "truth.jsonl", ping_interval=config.pop("ping_interval", 2.0),
+        **config,
+    )  # fmt: skip
+    handle = run_in_thread(sim_config)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def producer_settings(services: Any, sim: SimHandle, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": services.bootstrap,
+        "schema_registry_url": services.registry_url,
+        "kis_url": sim.base_url,
+        "topic_prefix": f"t{uuid.uuid4().hex[:8]}.",
+        "topic_partitions": 3,
+        "producer_spool_dir": tmp_path / "spool",
+        "producer_linger_ms": 2,
+        "metrics_port": 0,
+        "kis_subscribe_interval_s": 0.01,
+        "kis_reconnect_initial_s": 0.2,
+        "kis_reconnect_max_s": 1.0,
+        "kis_silence_timeout_s": 0,
+        "shutdown_flush_timeout_s": 20,
+        "kis_app_keys": [],
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)
+
+
+@contextlib.contextmanager
+def running(settings: Settings, **kwargs: Any) -> Iterator[ProducerService]:
+    service = ProducerService(settings, **kwargs)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def settle(service: ProducerService, timeout: float = 30.0) -> None:
+    """Every frame read is handled and every message acknowledged (or spooled)."""
+
+    def quiet() -> bool:
+        pipeline, sink = service.pipeline, service.sink
+        return bool(
+            pipeline is not None and pipeline.backlog == 0
+            and sink is not None and sink.in_flight == 0 and not sink.spooling
+        )  # fmt: skip
+
+    wait_until(quiet, timeout, "the producer to drain")
+
+
+# --- the independent reader ---
+
+
+class Registry:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._schemas: dict[int, Any] = {}
+
+    def schema(self, schema_id: int) -> Any:
+        if schema_id not in self._schemas:
+            with urllib.request.urlopen(f"{self.url}/schemas/ids/{schema_id}", timeout=10) as r:
+                text = json.loads(r.read())["schema"]
+            self._schemas[schema_id] = fastavro.parse_schema(json.loads(text))
+        return self._schemas[schema_id]
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        assert value[0] == 0, "not Confluent wire format"
+        schema = self.schema(int.from_bytes(value[1:5], "big"))
+        datum = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
+        assert isinstance(datum, dict)
+        return datum
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+
+
+def read_topics(services: Any, topics: list[str], registry: Registry) -> list[Message]:
+    """Every message of `topics` up to their current end, decoded."""
+    consumer = Consumer(
+        {"bootstrap.servers": services.bootstrap, "group.id": f"oracle-{uuid.uuid4().hex}",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    out: list[Message] = []
+    try:
+        assignment: list[TopicPartition] = []
+        ends: dict[tuple[str, int], int] = {}
+        metadata = consumer.list_topics(timeout=10)
+        for topic in topics:
+            if topic not in metadata.topics:
+                continue
+            for p in metadata.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    assignment.append(TopicPartition(topic, p, low))
+                    ends[(topic, p)] = high
+        consumer.assign(assignment)
+        remaining = set(ends)
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(2000, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                topic, part, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+                if offset >= ends[(topic, part)] - 1:
+                    remaining.discard((topic, part))
+                if offset < ends[(topic, part)]:
+                    out.append(
+                        Message(topic, part, offset, msg.key(), registry.decode(msg.value() or b""))
+                    )
+        assert not remaining, f"could not read to the end of {remaining}"
+    finally:
+        consumer.close()
+    return out
+
+
+# --- the truth, typed ---
+
+
+def typed(spec: TrSpec, row: list[str]) -> dict[str, Any]:
+    """The values a correct decoder must produce for a truth row, by the catalogue's types."""
+    values: dict[str, Any] = {}
+    for field, text in zip(spec.fields, row, strict=False):
+        values[field.column] = _typed(field.type, text)
+    for field in spec.fields[len(row) :]:
+        values[field.column] = None
+    return values
+
+
+def _typed(kind: str, text: str) -> Any:
+    if text in ("", "(null)") or (kind == "date" and text == "00000000"):
+        return None
+    if kind == "long":
+        return int(text)
+    if kind == "double":
+        return float(text)
+    if kind == "time":
+        return (int(text[:2]) * 3600 + int(text[2:4]) * 60 + int(text[4:6])) * 1000
+    if kind == "date":
+        return (dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])) - EPOCH).days
+    return text
+
+
+def plain(value: Any) -> Any:
+    """fastavro's logical-type objects back to the wire's numbers."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.time):
+        return (
+            (value.hour * 60 + value.minute) * 60 + value.second
+        ) * 1000 + value.microsecond // 1000
+    if isinstance(value, dt.date):
+        return (value - EPOCH).days
+    return value
+
+
+def truth_by_stream(truth_path: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(catalogue tr_id, symbol) -> sent, well-formed truth records in the order sent."""
+    streams: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in read_truth(truth_path):
+        if not entry.get("sent") or "fields" not in entry or entry.get("record") is None:
+            continue
+        if str(entry.get("fault", "")).startswith("malformed"):
+            continue
+        spec = CATALOGUE[entry["tr_id"]]
+        symbol = entry["fields"][spec.symbol_index]
+        streams[(spec.tr_id, symbol)].append(entry)
+    return streams
+
+
+def kafka_by_stream(messages: list[Message], prefix: str) -> dict[tuple[str, str], list[Message]]:
+    streams: dict[tuple[str, str], list[Message]] = defaultdict(list)
+    for msg in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
+        tr_topic = msg.topic.removeprefix(prefix)
+        spec = CATALOGUE.get(tr_topic.upper())
+        if spec is None:
+            continue
+        streams[(spec.tr_id, msg.value["symbol"])].append(msg)
+    return streams
+
+
+def assert_exactly_the_truth(
+    truth: dict[tuple[str, str], list[dict[str, Any]]],
+    kafka: dict[tuple[str, str], list[Message]],
+) -> int:
+    """Every sent record once, per-symbol order kept, every field equal; returns the count."""
+    assert set(kafka) == set(truth), f"streams differ: {set(kafka) ^ set(truth)}"
+    total = 0
+    for stream, expected in truth.items():
+        got = kafka[stream]
+        assert len(got) == len(expected), (
+            f"{stream}: {len(got)} records in Kafka, {len(expected)} sent by the simulator"
+        )
+        spec = CATALOGUE[stream[0]]
+        for i, (entry, msg) in enumerate(zip(expected, got, strict=True)):
+            row = entry["fields"]
+            want = typed(spec, row)
+            have = {f.column: plain(msg.value[f.column]) for f in spec.fields}
+            assert have == want, f"{stream} record {i}: {_diff(want, have)}"
+            assert msg.key == stream[1].encode()
+            assert msg.value["tr_id"] == entry["tr_id"]
+            extra = row[len(spec.fields) :]
+            assert (msg.value["extra_fields"] or []) == extra, f"{stream} record {i}: extra"
+        total += len(expected)
+    return total
+
+
+def _diff(want: dict[str, Any], have: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}: want {want[k]!r} have {have.get(k)!r}" for k in want if want[k] != have.get(k)
+    )
