@@ -49,10 +49,10 @@ def simulator(tmp_path: Path, symbols: tuple[str, ...], **config: Any) -> Iterat
     market = MarketConfig(
         seed=config.pop("seed", 11), symbols=symbols, rate=config.pop("rate", 4.0)
     )
+    ping = config.pop("ping_interval", 2.0)
     sim_config = SimConfig(
-        market=market, truth=tmp_path / "truth.jsonl", ping_interval=config.pop("ping_interval", 2.0),
-        **config,
-    )  # fmt: skip
+        market=market, truth=tmp_path / "truth.jsonl", ping_interval=ping, **config
+    )
     handle = run_in_thread(sim_config)
     try:
         yield handle
