@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +33,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from kis_stream.cli import main
 
 pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
 
 SCHEMA = json.dumps(
     {
@@ -224,3 +232,81 @@ def test_raw_mode_needs_no_registry(feed: Feed) -> None:
     [row] = lines(result)
     assert row["key"] in ("005930", "000660")
     assert isinstance(row["value"]["schema_id"], int) and row["value"]["avro_base64"]
+
+
+# --- docs/consuming.md's Python example, run as a user would -----------------------------
+
+
+def doc_example() -> str:
+    text = (ROOT / "docs" / "consuming.md").read_text(encoding="utf-8")
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert match, "docs/consuming.md has no python example"
+    return match.group(1)
+
+
+def bar(symbol: str, second: int, revision: int = 0) -> dict[str, Any]:
+    start = BASE_TIME.replace(microsecond=0) + dt.timedelta(seconds=second)
+    return {
+        "symbol": symbol,
+        "venue": "KRX",
+        "window_start": start,
+        "window_end": start + dt.timedelta(seconds=1),
+        "open": 71_000,
+        "high": 71_100 + second,
+        "low": 70_900,
+        "close": 71_050,
+        "volume": 1_000 + second,
+        "turnover": 71_050 * (1_000 + second),
+        "vwap": 71_050.0,
+        "trade_count": 7,
+        "buy_volume": 600,
+        "sell_volume": 400,
+        "revision": revision,
+    }
+
+
+def test_consuming_doc_example_prints_bars(services: Any, tmp_path: Path) -> None:
+    topic = f"kis.test.bars.{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": services.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    schema = (ROOT / "schemas" / "derived" / "bars_1s.avsc").read_text(encoding="utf-8")
+    serialize = AvroSerializer(SchemaRegistryClient({"url": services.registry_url}), schema)
+    producer = Producer({"bootstrap.servers": services.bootstrap})
+    sent = [bar("005930", 0), bar("000660", 0), bar("005930", 0, revision=1)]
+    for value in sent:
+        key = f"{value['symbol']}|{value['venue']}"
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        producer.produce(topic, key=key.encode(), value=serialize(value, ctx))
+    assert producer.flush(30) == 0
+
+    script = tmp_path / "bars.py"
+    script.write_text(doc_example(), encoding="utf-8")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": services.bootstrap,
+        "SCHEMA_REGISTRY_URL": services.registry_url,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script), topic], env=env, stdout=subprocess.PIPE, text=True
+    )
+    printed: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [printed.put(x) for x in proc.stdout or []])
+    reader.start()
+    got: list[str] = []
+    try:
+        while len(got) < len(sent):
+            got.append(printed.get(timeout=60).rstrip("\n"))
+    finally:
+        proc.send_signal(signal.SIGINT)  # the example's `finally` closes the consumer
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        admin.delete_topics([topic])
+    assert got == [
+        "00:30:01 005930 KRX O 71000 H 71100 L 70900 C 71050 V 1000 n 7 rev 0",
+        "00:30:01 000660 KRX O 71000 H 71100 L 70900 C 71050 V 1000 n 7 rev 0",
+        "00:30:01 005930 KRX O 71000 H 71100 L 70900 C 71050 V 1000 n 7 rev 1",
+    ]
