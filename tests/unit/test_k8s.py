@@ -310,3 +310,15 @@ def test_prod_egress_reaches_kis() -> None:
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     assert {21000, 9443, 53, 9092, 8080} <= ports
     assert "Egress" in policy["spec"]["policyTypes"]
+
+
+def test_dev_infrastructure_uses_the_compose_images() -> None:
+    """One Kafka and one registry version across compose and the dev overlay."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    docs = overlay("dev")
+    for service, (kind, name) in {
+        "kafka": ("StatefulSet", "kafka"),
+        "registry": ("Deployment", "registry"),
+    }.items():
+        container = find(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == compose["services"][service]["image"]
