@@ -344,6 +344,8 @@ class TablePrinter:
         from rich.console import Console
 
         self.console = Console()
+        if not self.console.is_terminal:  # piped: no terminal width to fit, keep rows whole
+            self.console = Console(width=1000)
         self.fields = list(fields)
         self.batch = batch
         self.rows: list[dict[str, Any]] = []
