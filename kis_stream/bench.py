@@ -11,7 +11,9 @@ import click
 from kis_stream.cli import LazyGroup
 
 # name -> "module:attr" of a click command.
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "decode": "producer.bench_decode:decode_bench",
+}
 
 
 @click.group(cls=LazyGroup, lazy=BENCHES)
