@@ -164,9 +164,9 @@ def test_meta_names_the_position_and_key(feed: Feed) -> None:
 
 
 def test_partition_and_last_select_what_is_read(feed: Feed) -> None:
-    only_one = lines(feed.tail("--from-beginning", "-p", "1", "--timeout", "3"))
+    only_one = lines(feed.tail("--from-beginning", "-p", "1", "-n", "3", "--timeout", "10"))
     assert [r["seq"] for r in only_one] == [1, 3, 5]
-    newest = lines(feed.tail("--last", "1", "--timeout", "3", "--fields", "seq,symbol"))
+    newest = lines(feed.tail("--last", "1", "-n", "2", "--timeout", "10", "--fields", "seq,symbol"))
     assert sorted(newest, key=lambda r: r["seq"]) == [
         {"seq": 4, "symbol": "005930"},
         {"seq": 5, "symbol": "000660"},
@@ -197,7 +197,17 @@ def test_latest_prints_only_new_records(feed: Feed) -> None:
 
 def test_table_format_shows_columns_and_values(feed: Feed) -> None:
     result = feed.tail(
-        "--from-beginning", "-p", "0", "--timeout", "3", "--format", "table", "--tz", "KST"
+        "--from-beginning",
+        "-p",
+        "0",
+        "-n",
+        "3",
+        "--timeout",
+        "10",
+        "--format",
+        "table",
+        "--tz",
+        "KST",
     )
     assert result.exit_code == 0, result.output
     assert "stck_prpr" in result.stdout and "71000" in result.stdout
