@@ -185,12 +185,17 @@ def registry_fetcher(url: str, env: Mapping[str, str], timeout: float) -> Callab
     return fetch
 
 
-def to_jsonable(value: Any, tz: dt.tzinfo = dt.UTC) -> Any:
-    """Avro values as JSON: instants in ISO 8601 (in `tz`), times/dates ISO, bytes base64."""
+def to_jsonable(value: Any, tz: dt.tzinfo = dt.UTC, *, bytes_as_text: bool = True) -> Any:
+    """Avro values as JSON: instants in ISO 8601 (in `tz`), times and dates ISO.
+
+    Avro `bytes` (the raw frames of kis.frames and kis.dead-letter) print as text when they
+    are UTF-8, which KIS frames almost always are, else as `{"base64": ...}`; with
+    `bytes_as_text=False` always as a base64 string.
+    """
     if isinstance(value, dict):
-        return {str(k): to_jsonable(v, tz) for k, v in value.items()}
+        return {str(k): to_jsonable(v, tz, bytes_as_text=bytes_as_text) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [to_jsonable(v, tz) for v in value]
+        return [to_jsonable(v, tz, bytes_as_text=bytes_as_text) for v in value]
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
@@ -202,7 +207,12 @@ def to_jsonable(value: Any, tz: dt.tzinfo = dt.UTC) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray):
-        return _b64(bytes(value))
+        if not bytes_as_text:
+            return _b64(bytes(value))
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": _b64(bytes(value))}
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
@@ -429,6 +439,14 @@ def _timezone(name: str) -> dt.tzinfo:
 @click.option("--fields", help="Comma-separated value fields to show (default: all).")
 @click.option("--meta", is_flag=True, help="Add topic, partition, offset, timestamp and key.")
 @click.option("--tz", "tz_name", default="UTC", show_default=True, help="Zone for instants.")
+@click.option(
+    "--bytes",
+    "bytes_mode",
+    type=click.Choice(["text", "base64"]),
+    default="text",
+    show_default=True,
+    help="Avro bytes fields (raw frames): UTF-8 text when possible, or always base64.",
+)
 @click.option("--raw", is_flag=True, help="Do not decode Avro (no registry needed).")
 @click.option("--connect-timeout", type=float, default=10.0, show_default=True, help="Seconds.")
 @click.option("-X", "extra", multiple=True, metavar="PROP=VALUE", help="librdkafka property.")
@@ -445,6 +463,7 @@ def tail(
     fields: str | None,
     meta: bool,
     tz_name: str,
+    bytes_mode: str,
     raw: bool,
     connect_timeout: float,
     extra: tuple[str, ...],
@@ -497,7 +516,7 @@ def tail(
                 item.key,
                 select_fields(item.value, wanted),
             )
-            row = to_jsonable(item.as_dict(meta), tz)
+            row = to_jsonable(item.as_dict(meta), tz, bytes_as_text=bytes_mode == "text")
             if printer is None:
                 click.echo(orjson.dumps(row).decode())
             else:

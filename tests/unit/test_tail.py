@@ -162,6 +162,18 @@ def test_payloads_outside_the_wire_format_are_shown_not_hidden() -> None:
     assert raw["schema_id"] == 7 and raw["avro_base64"]
 
 
+def test_bytes_fields_print_as_text_when_they_are_utf8() -> None:
+    frame = {"frame": b"0|H0STCNT0|001|005930^090001", "junk": b"\xff\x00"}
+    assert to_jsonable(frame) == {
+        "frame": "0|H0STCNT0|001|005930^090001",
+        "junk": {"base64": "/wA="},
+    }
+    assert to_jsonable(frame, bytes_as_text=False) == {
+        "frame": "MHxIMFNUQ05UMHwwMDF8MDA1OTMwXjA5MDAwMQ==",
+        "junk": "/wA=",
+    }
+
+
 def test_fields_are_selected_in_the_requested_order() -> None:
     assert select_fields({"a": 1, "b": 2, "c": 3}, ["c", "a", "z"]) == {"c": 3, "a": 1, "z": None}
     assert select_fields("text", ["a"]) == "text"
