@@ -267,6 +267,15 @@ def test_kafka_image_is_the_local_broker_version() -> None:
     assert {image} == {f"apache/kafka:{v}" for v in versions}
 
 
+def test_registry_image_is_the_local_registry_version() -> None:
+    """Compose runs the Apicurio release `make services-up` runs (same ccompat behaviour)."""
+    text = (ROOT / "kis_stream" / "services.py").read_text(encoding="utf-8")
+    match = re.search(r'^APICURIO_VERSION\s*=\s*"([^"]+)"', text, re.M)
+    assert match, "kis_stream/services.py names no APICURIO_VERSION"
+    image = project("simulator")["services"]["registry"]["image"]
+    assert image == f"apicurio/apicurio-registry:{match.group(1)}"
+
+
 # --- real KIS ----------------------------------------------------------------------------
 
 
