@@ -87,6 +87,10 @@ def _value(rng: random.Random, spec: TrSpec, name: str, ftype: str, sym: _Symbol
     return rng.randint(0, 50_000)
 
 
+def _cumulative(name: str) -> bool:
+    return any(k in name for k in ("ACML", "SMTN", "PBMN", "CSNU", "TOTAL", "CNQN", "TVOL"))
+
+
 def build_frames(n_frames: int, seed: int = 1, catalogue: Catalogue | None = None) -> list[str]:
     """A reproducible realistic frame mix (see module docstring)."""
     cat = catalogue if catalogue is not None else load_catalogue()
@@ -95,6 +99,7 @@ def build_frames(n_frames: int, seed: int = 1, catalogue: Catalogue | None = Non
     tr_ids = [t for t, _ in MIX]
     weights = [w for _, w in MIX]
     frames = []
+    previous: dict[tuple[str, str], list[Any]] = {}
     for _ in range(n_frames):
         spec = cat[rng.choices(tr_ids, weights)[0]]
         count = rng.randint(2, 4) if rng.random() < 0.1 else 1
@@ -106,11 +111,21 @@ def build_frames(n_frames: int, seed: int = 1, catalogue: Catalogue | None = Non
             traded = rng.randint(1, 500)
             sym.volume += traded
             sym.amount += traded * sym.price
+            # Like a live feed: an update changes the time, the cumulative counters and a
+            # few other fields (a couple of book levels, the last price); the rest repeat.
+            last = previous.get((sym.code, spec.tr_id))
+            values = [
+                _value(rng, spec, f.name, f.type, sym)
+                if last is None
+                or f.type in ("time", "date")
+                or _cumulative(f.name)
+                or rng.random() < 0.15
+                else last[i]
+                for i, f in enumerate(spec.fields)
+            ]
+            previous[(sym.code, spec.tr_id)] = values
             records.append(
-                "^".join(
-                    format_value(f.type, _value(rng, spec, f.name, f.type, sym))
-                    for f in spec.fields
-                )
+                "^".join(format_value(f.type, v) for f, v in zip(spec.fields, values, strict=True))
             )
         payload = "^".join(records)
         if spec.encrypted:
