@@ -12,6 +12,8 @@ from kis_stream.cli import LazyGroup
 
 # name -> "module:attr" of a click command.
 BENCHES: dict[str, str] = {
+    "sim": "simulator.bench_sim:bench_sim",
+    "produce": "producer.bench_produce:bench_produce",
     "decode": "producer.bench_decode:decode_bench",
 }
 

@@ -61,6 +61,19 @@ def sign_code(diff: int, price: int = 0, upper: int = 0, lower: int = 0) -> str:
     return "2" if diff > 0 else "3" if diff == 0 else "5"
 
 
+class _IntStr(dict[int, str]):
+    """int -> str with memory: prices and level sizes repeat endlessly in a market."""
+
+    def __missing__(self, key: int) -> str:
+        if len(self) > 100_000:
+            self.clear()
+        text = self[key] = str(key)
+        return text
+
+
+INT_STR = _IntStr()
+
+
 def pct(num: float, den: float) -> str:
     return f"{num * 100 / den:.2f}" if den else "0.00"
 
@@ -70,7 +83,32 @@ def _prev_same_time(ref: Reference, t: float) -> int:
     return int(ref.prev_volume * frac)
 
 
-def trade_like(
+TRADE_FIELDS = (
+    "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS_SIGN", "PRDY_VRSS", "PRDY_CTRT",
+    "WGHN_AVRG_STCK_PRC", "STCK_OPRC", "STCK_HGPR", "STCK_LWPR", "ASKP1", "BIDP1", "CNTG_VOL",
+    "ACML_VOL", "ACML_TR_PBMN", "SELN_CNTG_CSNU", "SHNU_CNTG_CSNU", "NTBY_CNTG_CSNU", "CTTR",
+    "SELN_CNTG_SMTN", "SHNU_CNTG_SMTN", "CNTG_CLS_CODE", "SHNU_RATE",
+    "PRDY_VOL_VRSS_ACML_VOL_RATE", "OPRC_HOUR", "OPRC_VRSS_PRPR_SIGN", "OPRC_VRSS_PRPR",
+    "HGPR_HOUR", "HGPR_VRSS_PRPR_SIGN", "HGPR_VRSS_PRPR", "LWPR_HOUR", "LWPR_VRSS_PRPR_SIGN",
+    "LWPR_VRSS_PRPR", "BSOP_DATE", "NEW_MKOP_CLS_CODE", "TRHT_YN", "ASKP_RSQN1", "BIDP_RSQN1",
+    "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "VOL_TNRT", "PRDY_SMNS_HOUR_ACML_VOL",
+    "PRDY_SMNS_HOUR_ACML_VOL_RATE", "HOUR_CLS_CODE", "MRKT_TRTM_CLS_CODE", "VI_STND_PRC",
+)  # fmt: skip
+"""The trade/expected layout this module knows, in KIS order (the side code is named
+CCLD_DVSN on H0STCNT0 and CNTG_CLS_CODE elsewhere, at the same position)."""
+_SIDE_AT = TRADE_FIELDS.index("CNTG_CLS_CODE")
+_fast_trade: dict[tuple[str, ...], bool] = {}
+
+
+def _trade_layout_is_known(names: tuple[str, ...]) -> bool:
+    head = names[: len(TRADE_FIELDS)]
+    if len(head) > _SIDE_AT and head[_SIDE_AT] == "CCLD_DVSN":
+        head = (*head[:_SIDE_AT], "CNTG_CLS_CODE", *head[_SIDE_AT + 1 :])
+    return head == TRADE_FIELDS[: len(head)]
+
+
+def trade_row(
+    names: tuple[str, ...],
     ref: Reference,
     tape: Tape,
     t: float,
@@ -83,62 +121,46 @@ def trade_like(
     hour_cls: str,
     vi_ref: int,
     market_cls: str,
-) -> dict[str, str]:
-    """A trade (…CNT0) or expected-price (…ANC0) record; they share one layout."""
+) -> list[str]:
+    """A trade (…CNT0) or expected-price (…ANC0) record in `names` order (one shared layout)."""
+    i2s = INT_STR
     diff = price - ref.prev_close
     vol = tape.volume
     prev_same = _prev_same_time(ref, t)
     open_, high, low = tape.open, tape.high, tape.low
-    return {
-        "MKSC_SHRN_ISCD": ref.code,
-        "STCK_CNTG_HOUR": hhmmss(t),
-        "STCK_PRPR": str(price),
-        "PRDY_VRSS_SIGN": sign_code(diff, price, ref.upper, ref.lower),
-        "PRDY_VRSS": str(diff),
-        "PRDY_CTRT": pct(diff, ref.prev_close),
-        "WGHN_AVRG_STCK_PRC": f"{tape.amount / vol:.2f}" if vol else "0.00",
-        "STCK_OPRC": str(open_),
-        "STCK_HGPR": str(high),
-        "STCK_LWPR": str(low),
-        "ASKP1": str(quote.ask1),
-        "BIDP1": str(quote.bid1),
-        "CNTG_VOL": str(qty),
-        "ACML_VOL": str(vol),
-        "ACML_TR_PBMN": str(tape.amount),
-        "SELN_CNTG_CSNU": str(tape.sell_count),
-        "SHNU_CNTG_CSNU": str(tape.buy_count),
-        "NTBY_CNTG_CSNU": str(tape.buy_count - tape.sell_count),
-        "CTTR": pct(tape.buy_qty, tape.sell_qty),
-        "SELN_CNTG_SMTN": str(tape.sell_qty),
-        "SHNU_CNTG_SMTN": str(tape.buy_qty),
-        "CCLD_DVSN": side,
-        "CNTG_CLS_CODE": side,
-        "SHNU_RATE": pct(tape.buy_qty, tape.buy_qty + tape.sell_qty),
-        "PRDY_VOL_VRSS_ACML_VOL_RATE": pct(vol, ref.prev_volume),
-        "OPRC_HOUR": hhmmss(tape.open_t) if vol else "",
-        "OPRC_VRSS_PRPR_SIGN": sign_code(price - open_) if vol else "3",
-        "OPRC_VRSS_PRPR": str(price - open_) if vol else "0",
-        "HGPR_HOUR": hhmmss(tape.high_t) if vol else "",
-        "HGPR_VRSS_PRPR_SIGN": sign_code(price - high) if vol else "3",
-        "HGPR_VRSS_PRPR": str(price - high) if vol else "0",
-        "LWPR_HOUR": hhmmss(tape.low_t) if vol else "",
-        "LWPR_VRSS_PRPR_SIGN": sign_code(price - low) if vol else "3",
-        "LWPR_VRSS_PRPR": str(price - low) if vol else "0",
-        "BSOP_DATE": date,
-        "NEW_MKOP_CLS_CODE": "20" if hour_cls == "0" else "10",
-        "TRHT_YN": "N",
-        "ASKP_RSQN1": str(quote.ask_qty[0]),
-        "BIDP_RSQN1": str(quote.bid_qty[0]),
-        "TOTAL_ASKP_RSQN": str(sum(quote.ask_qty)),
-        "TOTAL_BIDP_RSQN": str(sum(quote.bid_qty)),
-        "VOL_TNRT": f"{vol * 100 / ref.shares:.2f}",
-        "PRDY_SMNS_HOUR_ACML_VOL": str(prev_same),
-        "PRDY_SMNS_HOUR_ACML_VOL_RATE": pct(vol, prev_same),
-        "HOUR_CLS_CODE": hour_cls,
-        "MRKT_TRTM_CLS_CODE": "",
-        "VI_STND_PRC": str(vi_ref),
-        "MARKET_CLS_CODE": market_cls,
-    }
+    if vol:
+        since_open = [hhmmss(tape.open_t), sign_code(price - open_), str(price - open_),
+                      hhmmss(tape.high_t), sign_code(price - high), str(price - high),
+                      hhmmss(tape.low_t), sign_code(price - low), str(price - low)]  # fmt: skip
+    else:
+        since_open = ["", "3", "0", "", "3", "0", "", "3", "0"]
+    values = [
+        ref.code, hhmmss(t), i2s[price], sign_code(diff, price, ref.upper, ref.lower), str(diff),
+        pct(diff, ref.prev_close), f"{tape.amount / vol:.2f}" if vol else "0.00",
+        i2s[open_], i2s[high], i2s[low], i2s[quote.ask_px[0]], i2s[quote.bid_px[0]], i2s[qty],
+        str(vol), str(tape.amount), str(tape.sell_count), str(tape.buy_count),
+        str(tape.buy_count - tape.sell_count), pct(tape.buy_qty, tape.sell_qty),
+        str(tape.sell_qty), str(tape.buy_qty), side,
+        pct(tape.buy_qty, tape.buy_qty + tape.sell_qty), pct(vol, ref.prev_volume),
+        *since_open,
+        date, "20" if hour_cls == "0" else "10", "N", i2s[quote.ask_qty[0]],
+        i2s[quote.bid_qty[0]], str(sum(quote.ask_qty)), str(sum(quote.bid_qty)),
+        f"{vol * 100 / ref.shares:.2f}", str(prev_same), pct(vol, prev_same), hour_cls, "",
+        i2s[vi_ref],
+    ]  # fmt: skip
+    fast = _fast_trade.get(names)
+    if fast is None:
+        fast = _fast_trade[names] = _trade_layout_is_known(names)
+    n = len(names)
+    if fast:
+        if n <= len(values):
+            return values[:n]
+        extra = {"MARKET_CLS_CODE": market_cls}
+        return values + [extra.get(name, "") for name in names[len(values) :]]
+    by_name = dict(zip(TRADE_FIELDS, values, strict=True))
+    by_name["CCLD_DVSN"] = side
+    by_name["MARKET_CLS_CODE"] = market_cls
+    return [by_name.get(name, "") for name in names]
 
 
 @dataclass(slots=True)
@@ -158,6 +180,21 @@ class Midpoint:
     side: str = "0"
 
 
+_BOOK_CONSTANTS = {
+    "OVTM_TOTAL_ASKP_RSQN": "0",
+    "OVTM_TOTAL_BIDP_RSQN": "0",
+    "OVTM_TOTAL_ASKP_ICDC": "0",
+    "OVTM_TOTAL_BIDP_ICDC": "0",
+    "STCK_DEAL_CLS_CODE": "0",
+    "ANTC_CNPR": "0",
+    "ANTC_CNQN": "0",
+    "ANTC_VOL": "0",
+    "ANTC_CNTG_VRSS": "0",
+    "ANTC_CNTG_VRSS_SIGN": "3",
+    "ANTC_CNTG_PRDY_CTRT": "0.00",
+}
+
+
 def book(
     ref: Reference,
     t: float,
@@ -173,22 +210,16 @@ def book(
 ) -> dict[str, str]:
     """A 10-level book record (…ASP0)."""
     total_ask, total_bid = sum(quote.ask_qty), sum(quote.bid_qty)
-    rec: dict[str, str] = {
-        "MKSC_SHRN_ISCD": ref.code,
-        "BSOP_HOUR": hhmmss(t),
-        "HOUR_CLS_CODE": hour_cls,
-        "TOTAL_ASKP_RSQN": str(total_ask),
-        "TOTAL_BIDP_RSQN": str(total_bid),
-        "OVTM_TOTAL_ASKP_RSQN": "0",
-        "OVTM_TOTAL_BIDP_RSQN": "0",
-        "ACML_VOL": str(acml_vol),
-        "TOTAL_ASKP_RSQN_ICDC": str(total_ask - prev_totals[0]),
-        "TOTAL_BIDP_RSQN_ICDC": str(total_bid - prev_totals[1]),
-        "OVTM_TOTAL_ASKP_ICDC": "0",
-        "OVTM_TOTAL_BIDP_ICDC": "0",
-        "STCK_DEAL_CLS_CODE": "0",
-        "MARKET_CLS_CODE": market_cls,
-    }
+    rec = _BOOK_CONSTANTS.copy()
+    rec["MKSC_SHRN_ISCD"] = ref.code
+    rec["BSOP_HOUR"] = hhmmss(t)
+    rec["HOUR_CLS_CODE"] = hour_cls
+    rec["TOTAL_ASKP_RSQN"] = str(total_ask)
+    rec["TOTAL_BIDP_RSQN"] = str(total_bid)
+    rec["ACML_VOL"] = str(acml_vol)
+    rec["TOTAL_ASKP_RSQN_ICDC"] = str(total_ask - prev_totals[0])
+    rec["TOTAL_BIDP_RSQN_ICDC"] = str(total_bid - prev_totals[1])
+    rec["MARKET_CLS_CODE"] = market_cls
     rec.update(zip(ASK_PX, map(str, quote.ask_px), strict=True))
     rec.update(zip(BID_PX, map(str, quote.bid_px), strict=True))
     rec.update(zip(ASK_QTY, map(str, quote.ask_qty), strict=True))
@@ -201,16 +232,91 @@ def book(
         rec["ANTC_CNTG_VRSS"] = str(diff)
         rec["ANTC_CNTG_VRSS_SIGN"] = sign_code(diff, auction.price, ref.upper, ref.lower)
         rec["ANTC_CNTG_PRDY_CTRT"] = pct(diff, ref.prev_close)
-    else:
-        rec["ANTC_CNPR"] = rec["ANTC_CNQN"] = rec["ANTC_VOL"] = rec["ANTC_CNTG_VRSS"] = "0"
-        rec["ANTC_CNTG_VRSS_SIGN"] = "3"
-        rec["ANTC_CNTG_PRDY_CTRT"] = "0.00"
     for prefix, mid in (("KMID", kmid), ("NMID", nmid)):
         if mid is not None:
             rec[f"{prefix}_PRC"] = str(mid.price)
             rec[f"{prefix}_TOTAL_RSQN"] = str(mid.rest)
             rec[f"{prefix}_CLS_CODE"] = mid.side
     return rec
+
+
+BOOK_HEAD = (
+    "MKSC_SHRN_ISCD",
+    "BSOP_HOUR",
+    "HOUR_CLS_CODE",
+    *ASK_PX,
+    *BID_PX,
+    *ASK_QTY,
+    *BID_QTY,
+    "TOTAL_ASKP_RSQN",
+    "TOTAL_BIDP_RSQN",
+    "OVTM_TOTAL_ASKP_RSQN",
+    "OVTM_TOTAL_BIDP_RSQN",
+    "ANTC_CNPR",
+    "ANTC_CNQN",
+    "ANTC_VOL",
+    "ANTC_CNTG_VRSS",
+    "ANTC_CNTG_VRSS_SIGN",
+    "ANTC_CNTG_PRDY_CTRT",
+    "ACML_VOL",
+    "TOTAL_ASKP_RSQN_ICDC",
+    "TOTAL_BIDP_RSQN_ICDC",
+    "OVTM_TOTAL_ASKP_ICDC",
+    "OVTM_TOTAL_BIDP_ICDC",
+    "STCK_DEAL_CLS_CODE",
+)
+"""The classic 59-field book layout; a catalogue that starts with it gets the fast path."""
+_fast_book: dict[tuple[str, ...], bool] = {}
+
+
+def book_row(
+    names: tuple[str, ...],
+    ref: Reference,
+    t: float,
+    quote: Quote,
+    *,
+    hour_cls: str,
+    acml_vol: int,
+    prev_totals: tuple[int, int],
+    auction: Auction | None,
+    kmid: Midpoint | None,
+    nmid: Midpoint | None,
+    market_cls: str,
+) -> list[str]:
+    """A book record laid out in `names` order (the hottest record: built as a list)."""
+    fast = _fast_book.get(names)
+    if fast is None:
+        fast = _fast_book[names] = names[: len(BOOK_HEAD)] == BOOK_HEAD
+    if not fast:
+        rec = book(ref, t, quote, hour_cls=hour_cls, acml_vol=acml_vol, prev_totals=prev_totals,
+                   auction=auction, kmid=kmid, nmid=nmid, market_cls=market_cls)  # fmt: skip
+        return [rec.get(n, "") for n in names]
+    total_ask, total_bid = sum(quote.ask_qty), sum(quote.bid_qty)
+    i2s = INT_STR.__getitem__
+    row = [ref.code, hhmmss(t), hour_cls]
+    row += map(i2s, quote.ask_px)
+    row += map(i2s, quote.bid_px)
+    row += map(i2s, quote.ask_qty)
+    row += map(i2s, quote.bid_qty)
+    row += (str(total_ask), str(total_bid), "0", "0")
+    if auction is not None and auction.price:
+        diff = auction.price - ref.prev_close
+        qty = str(auction.qty)
+        sign = sign_code(diff, auction.price, ref.upper, ref.lower)
+        row += (str(auction.price), qty, qty, str(diff), sign, pct(diff, ref.prev_close))
+    else:
+        row += ("0", "0", "0", "0", "3", "0.00")
+    row += (str(acml_vol), str(total_ask - prev_totals[0]), str(total_bid - prev_totals[1]),
+            "0", "0", "0")  # fmt: skip
+    if len(names) > len(BOOK_HEAD):
+        tail = {"MARKET_CLS_CODE": market_cls}
+        for prefix, mid in (("KMID", kmid), ("NMID", nmid)):
+            if mid is not None:
+                tail[f"{prefix}_PRC"] = str(mid.price)
+                tail[f"{prefix}_TOTAL_RSQN"] = str(mid.rest)
+                tail[f"{prefix}_CLS_CODE"] = mid.side
+        row += [tail.get(n, "") for n in names[len(BOOK_HEAD) :]]
+    return row
 
 
 def program(ref: Reference, t: float, flow: ProgramFlow) -> dict[str, str]:

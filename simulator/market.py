@@ -185,26 +185,61 @@ def _ladder(start: int, step: Callable[[int], int], n: int = LEVELS) -> list[int
     return out
 
 
+def _merge_side(
+    sides: list[tuple[list[int], list[int]]], best_first_desc: bool
+) -> tuple[list[int], list[int]]:
+    totals = dict(zip(*sides[0], strict=True))
+    get = totals.get
+    for px, qty in sides[1:]:
+        for p, n in zip(px, qty, strict=True):
+            totals[p] = get(p, 0) + n
+    totals.pop(0, None)  # empty levels
+    prices = sorted(totals, reverse=best_first_desc)[:LEVELS]
+    qtys = [totals[p] for p in prices]
+    if len(prices) < LEVELS:
+        pad = [0] * (LEVELS - len(prices))
+        prices += pad
+        qtys += pad
+    return prices, qtys
+
+
+def _merge_ladders(
+    a_px: list[int], a_qty: list[int], b_px: list[int], b_qty: list[int], asks: bool
+) -> tuple[list[int], list[int]] | None:
+    """Two full contiguous ladders on one grid: the better one's prices, quantities summed.
+
+    None when the shortcut does not apply (empty levels, ladders not aligned on one grid).
+    """
+    if not (a_px[-1] and b_px[-1]):
+        return None
+    if (b_px[0] < a_px[0]) if asks else (b_px[0] > a_px[0]):
+        a_px, a_qty, b_px, b_qty = b_px, b_qty, a_px, a_qty
+    qty = list(a_qty)
+    try:
+        offset = a_px.index(b_px[0])
+    except ValueError:
+        # b starts beyond a's ten levels: nothing of b is in the top ten
+        beyond = b_px[0] > a_px[-1] if asks else b_px[0] < a_px[-1]
+        return (list(a_px), qty) if beyond else None
+    if a_px[-1] != b_px[LEVELS - 1 - offset]:
+        return None
+    for i in range(LEVELS - offset):
+        qty[offset + i] += b_qty[i]
+    return list(a_px), qty
+
+
 def merge_quotes(quotes: Iterable[Quote]) -> Quote:
     """The unified book: quantities summed per price across venues, best 10 a side."""
-    asks: dict[int, int] = {}
-    bids: dict[int, int] = {}
-    for q in quotes:
-        for p, n in zip(q.ask_px, q.ask_qty, strict=True):
-            if p > 0:
-                asks[p] = asks.get(p, 0) + n
-        for p, n in zip(q.bid_px, q.bid_qty, strict=True):
-            if p > 0:
-                bids[p] = bids.get(p, 0) + n
-    ask_px = sorted(asks)[:LEVELS]
-    bid_px = sorted(bids, reverse=True)[:LEVELS]
-    pad = [0] * LEVELS
-    return Quote(
-        (ask_px + pad)[:LEVELS],
-        ([asks[p] for p in ask_px] + pad)[:LEVELS],
-        (bid_px + pad)[:LEVELS],
-        ([bids[p] for p in bid_px] + pad)[:LEVELS],
-    )
+    quotes = list(quotes)
+    if len(quotes) == 2:
+        a, b = quotes
+        asks = _merge_ladders(a.ask_px, a.ask_qty, b.ask_px, b.ask_qty, True)
+        bids = _merge_ladders(a.bid_px, a.bid_qty, b.bid_px, b.bid_qty, False)
+        if asks is not None and bids is not None:
+            return Quote(asks[0], asks[1], bids[0], bids[1])
+    ask_px, ask_qty = _merge_side([(q.ask_px, q.ask_qty) for q in quotes], False)
+    bid_px, bid_qty = _merge_side([(q.bid_px, q.bid_qty) for q in quotes], True)
+    return Quote(ask_px, ask_qty, bid_px, bid_qty)
 
 
 def book_quote(book: Book) -> Quote:
@@ -239,7 +274,7 @@ class Market:
         self._next_id = 0
         self._out: list[GenRecord] = []
         self._rr = 0
-        self._getters: dict[str, tuple[frozenset[str], Callable[[dict[str, str]], Any]]] = {}
+        self._getters: dict[str, Callable[[dict[str, str]], Any]] = {}
         self._quote_memo: dict[tuple[str, str], Quote] = {}
         self._pending_extra: list[GenRecord] = []
         self._sigma = config.daily_vol / math.sqrt(6.5 * H)
@@ -360,17 +395,25 @@ class Market:
             self.t = max(self.t, te)
             fn(te)
 
+    def _emit_row(self, tr_id: str, key: str, build: Callable[[], list[str]]) -> None:
+        """Like _emit, for builders that already lay the record out in catalogue order."""
+        if (tr_id, key) in self.wanted:
+            self._next_id += 1
+            self._out.append(GenRecord(self._next_id, tr_id, key, build()))
+
     def _emit(self, tr_id: str, key: str, build: Callable[[], dict[str, str]]) -> None:
         if (tr_id, key) in self.wanted:
             values = build()
             getter = self._getters.get(tr_id)
-            if getter is None or not getter[0] <= values.keys():
+            try:
+                row = list(getter(values)) if getter is not None else None
+            except KeyError:  # a builder that does not know every catalogue field
+                row = None
+            if row is None:
                 names = self.layouts[tr_id].names
                 row = [values.get(n, "") for n in names]
-                if set(names) <= values.keys():
-                    self._getters[tr_id] = (frozenset(names), itemgetter(*names))
-            else:
-                row = list(getter[1](values))
+                if getter is None and values.keys() >= set(names):
+                    self._getters[tr_id] = itemgetter(*names)
             self._next_id += 1
             self._out.append(GenRecord(self._next_id, tr_id, key, row))
 
@@ -628,8 +671,10 @@ class Market:
         tr_id = "H0STCNT0" if v.name == "KRX" else "H0NXCNT0"
         mcls = market_cls or self._market_cls(v)
 
-        def build(tape: Tape, quote_fn: Callable[[], Quote]) -> Callable[[], dict[str, str]]:
-            def inner() -> dict[str, str]:
+        def build(
+            target: str, tape: Tape, quote_fn: Callable[[], Quote]
+        ) -> Callable[[], list[str]]:
+            def inner() -> list[str]:
                 quote = quote_fn()
                 if ask_after is not None:
                     quote = Quote([ask_after, *quote.ask_px[1:]], quote.ask_qty,
@@ -637,24 +682,16 @@ class Market:
                 if bid_after is not None:
                     quote = Quote(quote.ask_px, quote.ask_qty,
                                   [bid_after, *quote.bid_px[1:]], quote.bid_qty)  # fmt: skip
-                return fields.trade_like(
-                    s.ref,
-                    tape,
-                    t,
-                    self.date_str,
-                    price=price,
-                    qty=qty,
-                    side=side,
-                    quote=quote,
-                    hour_cls="0",
-                    vi_ref=s.vi_ref,
+                return fields.trade_row(
+                    self.layouts[target].names, s.ref, tape, t, self.date_str, price=price,
+                    qty=qty, side=side, quote=quote, hour_cls="0", vi_ref=s.vi_ref,
                     market_cls=mcls,
-                )
+                )  # fmt: skip
 
             return inner
 
-        self._emit(tr_id, code, build(v.tape, lambda: self._venue_quote(s, v)))
-        self._emit("H0UNCNT0", code, build(s.un, lambda: self._un_quote(s)))
+        self._emit_row(tr_id, code, build(tr_id, v.tape, lambda: self._venue_quote(s, v)))
+        self._emit_row("H0UNCNT0", code, build("H0UNCNT0", s.un, lambda: self._un_quote(s)))
 
     def _emit_books(self, s: DomesticSymbol, v: Venue, t: float) -> None:
         code = s.ref.code
@@ -668,44 +705,21 @@ class Market:
         tr_id = "H0STASP0" if is_krx else "H0NXASP0"
         if (tr_id, code) in self.wanted:
             quote = self._venue_quote(s, v)
-            totals = (sum(quote.ask_qty), sum(quote.bid_qty))
-            self._emit(
-                tr_id,
-                code,
-                lambda: fields.book(
-                    s.ref,
-                    t,
-                    quote,
-                    hour_cls=hour_cls,
-                    acml_vol=v.tape.volume,
-                    prev_totals=v.last_totals,
-                    auction=auction,
-                    kmid=s.krx.mid,
-                    nmid=s.nxt.mid,
-                    market_cls=self._market_cls(v),
-                ),
-            )
-            v.last_totals = totals
+            prev, v.last_totals = v.last_totals, (sum(quote.ask_qty), sum(quote.bid_qty))
+            self._emit_row(tr_id, code, lambda: fields.book_row(
+                self.layouts[tr_id].names, s.ref, t, quote, hour_cls=hour_cls,
+                acml_vol=v.tape.volume, prev_totals=prev, auction=auction, kmid=s.krx.mid,
+                nmid=s.nxt.mid, market_cls=self._market_cls(v),
+            ))  # fmt: skip
         if ("H0UNASP0", code) in self.wanted:
             uq = self._un_quote(s)
-            un_totals = (sum(uq.ask_qty), sum(uq.bid_qty))
-            self._emit(
-                "H0UNASP0",
-                code,
-                lambda: fields.book(
-                    s.ref,
-                    t,
-                    uq,
-                    hour_cls=hour_cls,
-                    acml_vol=s.un.volume,
-                    prev_totals=s.krx.un_last_totals,
-                    auction=auction,
-                    kmid=s.krx.mid,
-                    nmid=s.nxt.mid,
-                    market_cls="2",
-                ),
-            )
-            s.krx.un_last_totals = un_totals
+            un_prev = s.krx.un_last_totals
+            s.krx.un_last_totals = (sum(uq.ask_qty), sum(uq.bid_qty))
+            self._emit_row("H0UNASP0", code, lambda: fields.book_row(
+                self.layouts["H0UNASP0"].names, s.ref, t, uq, hour_cls=hour_cls,
+                acml_vol=s.un.volume, prev_totals=un_prev, auction=auction, kmid=s.krx.mid,
+                nmid=s.nxt.mid, market_cls="2",
+            ))  # fmt: skip
 
     def _emit_expected(self, s: DomesticSymbol, t: float) -> None:
         a = s.auction
@@ -713,45 +727,25 @@ class Market:
         code = s.ref.code
         price = a.price if a.bid_ready and a.ask_ready else 0
 
-        def build(tape: Tape) -> Callable[[], dict[str, str]]:
-            return lambda: fields.trade_like(
-                s.ref,
-                tape,
-                t,
-                self.date_str,
-                price=price,
-                qty=a.qty,
-                side="",
-                quote=self._auction_quote(s),
-                hour_cls=a.kind,
-                vi_ref=s.vi_ref,
-                market_cls="1",
-            )
+        def build(tr_id: str, tape: Tape) -> Callable[[], list[str]]:
+            return lambda: fields.trade_row(
+                self.layouts[tr_id].names, s.ref, tape, t, self.date_str, price=price,
+                qty=a.qty, side="", quote=self._auction_quote(s), hour_cls=a.kind,
+                vi_ref=s.vi_ref, market_cls="1",
+            )  # fmt: skip
 
-        self._emit("H0STANC0", code, build(s.krx.tape))
-        self._emit("H0UNANC0", code, build(s.un))
+        self._emit_row("H0STANC0", code, build("H0STANC0", s.krx.tape))
+        self._emit_row("H0UNANC0", code, build("H0UNANC0", s.un))
 
     def _nxt_indicative(self, s: DomesticSymbol, t: float) -> None:
         """NXT between its sessions: indicative (expected) price records, no trading."""
         code = s.ref.code
         book = s.nxt.book
-        self._emit(
-            "H0NXANC0",
-            code,
-            lambda: fields.trade_like(
-                s.ref,
-                s.nxt.tape,
-                t,
-                self.date_str,
-                price=book.best_bid,
-                qty=0,
-                side="",
-                quote=book_quote(book),
-                hour_cls="B",
-                vi_ref=s.vi_ref,
-                market_cls="1",
-            ),
-        )
+        self._emit_row("H0NXANC0", code, lambda: fields.trade_row(
+            self.layouts["H0NXANC0"].names, s.ref, s.nxt.tape, t, self.date_str,
+            price=book.best_bid, qty=0, side="", quote=book_quote(book), hour_cls="B",
+            vi_ref=s.vi_ref, market_cls="1",
+        ))  # fmt: skip
 
     def _emit_program(self, s: DomesticSymbol, v: Venue, t: float) -> None:
         code = s.ref.code

@@ -127,7 +127,6 @@ class SimulatorServer:
         self._runner: web.AppRunner | None = None
         self.host = self.config.host
         self.port = 0
-        self._load_origin = 0.0
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -159,7 +158,6 @@ class SimulatorServer:
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        self._load_origin = asyncio.get_running_loop().time()
         self._tasks.append(asyncio.create_task(self._pump(), name="sim-pump"))
         self._tasks.append(asyncio.create_task(self._scheduled_faults(), name="sim-faults"))
         log.info("simulator listening on %s", self.base_url)
@@ -484,6 +482,7 @@ class SimulatorServer:
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
         load = self.config.load
+        credit, last = 0.0, loop.time()
         while True:
             await asyncio.sleep(self.config.tick)
             try:
@@ -497,13 +496,15 @@ class SimulatorServer:
                 now = self.clock.now()
                 self._dispatch(market.advance(now))
                 if load:
-                    target = int(load * (loop.time() - self._load_origin))
-                    need = min(target - self.load_delivered, int(load * 0.25) + 1)
-                    if need > 0:
-                        burst = market.burst(need, now, self._is_live)
-                        self.load_delivered += self._dispatch(burst)
-                    else:
-                        self.load_delivered = max(self.load_delivered, target - int(load))
+                    # credit accrues at the target rate, capped so a slow spell is not repaid
+                    wall = loop.time()
+                    credit = min(credit + load * (wall - last), load * 0.25)
+                    last = wall
+                    if credit >= 1 and self.subscribers:
+                        burst = market.burst(int(credit), now, self._is_live)
+                        delivered = self._dispatch(burst)
+                        self.load_delivered += delivered
+                        credit -= delivered
             except Exception:  # keep serving whatever one tick did
                 log.exception("simulator pump tick failed")
 

@@ -1,0 +1,132 @@
+"""`kis-stream bench sim`: records/s the simulator sustains in load mode, seen by a client.
+
+The simulator runs in its own process (as `kis-stream sim --load` would), a client in this
+process subscribes a realistic plan (8 TRs x 5 symbols = 40 registrations, one session),
+answers PINGPONG and counts records from each frame's count field. The figure is records
+received per second over the measured window, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import time
+import urllib.request
+from typing import Any
+
+import click
+import websocket
+
+from simulator.market import DEFAULT_SYMBOLS, MarketConfig
+from simulator.server import SimConfig, SimulatorServer
+
+PLAN_TRS = ("H0STCNT0", "H0STASP0", "H0NXCNT0", "H0NXASP0", "H0UNCNT0", "H0UNASP0",
+            "H0STPGM0", "H0UNPGM0")  # fmt: skip
+
+
+def _serve(config: SimConfig, ports: Any, stop: Any) -> None:
+    async def main() -> None:
+        server = SimulatorServer(config)
+        _, port = await server.start()
+        ports.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await server.stop()
+
+    asyncio.run(main())
+
+
+def measure(target: float, seconds: float, warmup: float) -> dict[str, Any]:
+    """Run the simulator in load mode in a child process and measure what a client receives."""
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    config = SimConfig(
+        market=MarketConfig(seed=1, symbols=DEFAULT_SYMBOLS), start=9 * 3600 + 300, load=target
+    )
+    proc = ctx.Process(target=_serve, args=(config, ports, stop), daemon=True)
+    proc.start()
+    try:
+        port = ports.get(timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps(
+            {"grant_type": "client_credentials", "appkey": "bench", "secretkey": "bench"}
+        ).encode()
+        req = urllib.request.Request(
+            base + "/oauth2/Approval", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            key = json.load(resp)["approval_key"]
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/", timeout=10, skip_utf8_validation=True
+        )
+        try:
+            for code in DEFAULT_SYMBOLS:
+                for tr_id in PLAN_TRS:
+                    header = {"approval_key": key, "custtype": "P", "tr_type": "1",
+                              "content-type": "utf-8"}  # fmt: skip
+                    ws.send(json.dumps(
+                        {"header": header, "body": {"input": {"tr_id": tr_id, "tr_key": code}}}
+                    ))  # fmt: skip
+            result = _count(ws, seconds, warmup)
+            with urllib.request.urlopen(base + "/_sim/stats", timeout=10) as resp:
+                stats = json.load(resp)
+            result["server_queued_frames"] = sum(s["queued"] for s in stats["sessions"])
+            return result | {"target": target}
+        finally:
+            ws.close()
+    finally:
+        stop.set()
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
+def _count(ws: websocket.WebSocket, seconds: float, warmup: float) -> dict[str, Any]:
+    records = frames = 0
+    start = time.monotonic()
+    measure_from = start + warmup
+    end = measure_from + seconds
+    counting = False
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if not counting and now >= measure_from:
+            counting, records, frames, t0 = True, 0, 0, now
+        msg = ws.recv()
+        if isinstance(msg, bytes):
+            continue
+        if msg[0] == "{":
+            if '"PINGPONG"' in msg:
+                ws.send(msg)
+            continue
+        second_bar = msg.index("|", 2)
+        records += int(msg[second_bar + 1 : second_bar + 4])
+        frames += 1
+    elapsed = time.monotonic() - t0
+    return {
+        "records": records,
+        "frames": frames,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(records / elapsed),
+        "records_per_frame": round(records / frames, 2) if frames else 0,
+    }
+
+
+@click.command("sim")
+@click.option("--records-per-s", "target", default=25_000.0, show_default=True,
+              help="Load-mode target (total data records/s).")  # fmt: skip
+@click.option("--seconds", default=10.0, show_default=True, help="Measured window.")
+@click.option("--warmup", default=2.0, show_default=True, help="Seconds ignored at the start.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bench_sim(target: float, seconds: float, warmup: float, as_json: bool) -> None:
+    """Simulator load mode: data records/s received by one client session (40 registrations)."""
+    result = measure(target, seconds, warmup)
+    if as_json:
+        click.echo(json.dumps({"bench": "sim", **result}))
+        return
+    click.echo(f"target {target:,.0f} records/s -> received {result['records_per_s']:,} records/s "
+               f"({result['records']:,} records in {result['frames']:,} frames, "
+               f"{result['records_per_frame']} records/frame, {result['seconds']} s)")  # fmt: skip
