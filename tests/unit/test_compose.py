@@ -210,6 +210,8 @@ def test_addresses_agree_across_services() -> None:
     kis_url = urlsplit(producer["environment"]["KIS_URL"])
     assert (kis_url.hostname, kis_url.port) == ("simulator", sim_port)
     assert urlsplit(_healthcheck_url(services["simulator"])).port == sim_port
+    symbols = sim_args[sim_args.index("--symbols") + 1]
+    assert symbols == producer["environment"]["KIS_SYMBOLS"]  # the market has what is asked
 
     assert producer["environment"]["METRICS_HOST"] == "0.0.0.0"
     metrics_port = int(producer["environment"]["METRICS_PORT"])

@@ -167,6 +167,7 @@ def test_dev_runs_against_the_simulator() -> None:
     service = find(docs, "Service", "kis-simulator")
     assert service["spec"]["ports"][0]["port"] == port
     assert config(docs)["KIS_URL"] == f"http://kis-simulator:{port}"
+    assert args[args.index("--symbols") + 1] == config(docs)["KIS_SYMBOLS"]
     egress_ports = {
         p["port"]
         for rule in find(docs, "NetworkPolicy", "kis-producer")["spec"]["egress"]
