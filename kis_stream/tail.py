@@ -83,7 +83,7 @@ def resolve_endpoints(
     candidates: Sequence[Path],
 ) -> Endpoints:
     """Options win, then the environment, then the first services.env that exists."""
-    source = "options/environment"
+    source = "--bootstrap" if bootstrap else "KAFKA_BOOTSTRAP"
     bootstrap = bootstrap or env.get("KAFKA_BOOTSTRAP") or None
     registry = registry or env.get("SCHEMA_REGISTRY_URL") or None
     if bootstrap is None or registry is None:
@@ -268,15 +268,16 @@ def _quiet_librdkafka() -> logging.Logger:
     return logger
 
 
-def _topic_partitions(consumer: Any, topic: str, bootstrap: str, timeout: float) -> list[int]:
+def _topic_partitions(consumer: Any, topic: str, endpoints: Endpoints, timeout: float) -> list[int]:
     from confluent_kafka import KafkaException
 
+    bootstrap = endpoints.bootstrap
     try:
         metadata = consumer.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise TailError(
-            f"cannot reach Kafka at {bootstrap} within {timeout:g}s ({_short(exc)}); "
-            "check KAFKA_BOOTSTRAP / --bootstrap"
+            f"cannot reach Kafka at {bootstrap} (from {endpoints.source}) within {timeout:g}s "
+            f"({_short(exc)}); check KAFKA_BOOTSTRAP / --bootstrap"
         ) from None
     found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
@@ -492,7 +493,7 @@ def tail(
     wanted = [f.strip() for f in (fields or "").split(",") if f.strip()]
     printer = TablePrinter(wanted) if fmt == "table" else None
     try:
-        existing = _topic_partitions(consumer, topic, endpoints.bootstrap, connect_timeout)
+        existing = _topic_partitions(consumer, topic, endpoints, connect_timeout)
         missing = sorted(set(partitions) - set(existing))
         if missing:
             raise TailError(f"{topic} has partitions {existing}; no partition {missing}")

@@ -69,7 +69,7 @@ def test_options_win_over_environment_and_services_env(tmp_path: Path) -> None:
     got = resolve_endpoints("opt:1", "http://opt/", env, [services])
     assert (got.bootstrap, got.registry) == ("opt:1", "http://opt")
     got = resolve_endpoints(None, None, env, [services])
-    assert (got.bootstrap, got.registry) == ("env:1", "http://env")
+    assert (got.bootstrap, got.registry, got.source) == ("env:1", "http://env", "KAFKA_BOOTSTRAP")
 
 
 def test_services_env_is_the_fallback(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_unreachable_broker_fails_fast_with_the_address() -> None:
     address = f"127.0.0.1:{closed_port()}"
     result = run("kis.bars.1s", "--bootstrap", address, "--raw", "--connect-timeout", "1")
     assert result.exit_code == 1
-    assert f"cannot reach Kafka at {address}" in result.output
+    assert f"cannot reach Kafka at {address} (from --bootstrap)" in result.output
 
 
 def test_unreachable_registry_fails_fast_with_the_url() -> None:
