@@ -31,6 +31,13 @@ def _app_keys(values: tuple[str, ...]) -> dict[str, str]:
     return keys
 
 
+def _missing(value: str) -> dict[str, Any]:
+    tr_id, _, count = value.partition(":")
+    if not tr_id or (count and not count.isdigit()):
+        raise click.BadParameter("expected TR_ID or TR_ID:N", param_hint="--missing-fields")
+    return {"tr_id": tr_id, "count": int(count or 1)}
+
+
 def _start(value: str) -> float:
     try:
         return parse_time_of_day(value)
@@ -173,6 +180,13 @@ def _start(value: str) -> float:
     help="Fault: append one trailing field to every record of this TR (repeatable).",
 )
 @click.option(
+    "--missing-fields",
+    "missing_fields",
+    multiple=True,
+    metavar="TR_ID:N",
+    help="Fault: leave the last N fields out of every record of this TR (repeatable).",
+)
+@click.option(
     "--drop-every",
     type=float,
     metavar="SECONDS",
@@ -217,6 +231,8 @@ def build_config(opts: dict[str, Any]) -> SimConfig:
         faults["malformed_rate"] = opts["malformed_rate"]
     if opts["extra_fields"]:
         faults["extra_field"] = [{"tr_id": tr} for tr in opts["extra_fields"]]
+    if opts["missing_fields"]:
+        faults["missing_fields"] = [_missing(v) for v in opts["missing_fields"]]
     date: dt.datetime | None = opts["date"]
     return SimConfig(
         host=opts["host"],

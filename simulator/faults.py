@@ -1,9 +1,9 @@
 """Fault injection: what the control endpoint and the CLI flags can switch on.
 
 `POST /_sim/faults` takes one JSON object; each key is a command (`drop_connections`,
-`stall_seconds`, `malformed_rate`, `malformed_kinds`, `extra_field`, `expire_approval_keys`,
-`trigger_vi`, `clear`). The state that outlives a command (rates, extra fields, stalls) lives
-here; one-shot actions are carried out by the server.
+`stall_seconds`, `malformed_rate`, `malformed_kinds`, `extra_field`, `missing_fields`,
+`expire_approval_keys`, `trigger_vi`, `clear`). The state that outlives a command (rates,
+drifted fields, stalls) lives here; one-shot actions are carried out by the server.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Faults:
     malformed_kinds: tuple[str, ...] = MALFORMED_KINDS
     extra_fields: dict[str, str] = field(default_factory=dict)
     """tr_id -> value appended to every record of that TR (KIS-style field drift)."""
+    missing_fields: dict[str, int] = field(default_factory=dict)
+    """tr_id -> trailing fields left out of every record (an older or paper server)."""
     stalled_until: float = 0.0
     rng: random.Random = field(init=False, repr=False)
 
@@ -37,6 +39,7 @@ class Faults:
             "malformed_rate": self.malformed_rate,
             "malformed_kinds": list(self.malformed_kinds),
             "extra_field": dict(self.extra_fields),
+            "missing_fields": dict(self.missing_fields),
             "stalled_for": max(0.0, self.stalled_until - now),
         }
 
@@ -46,6 +49,7 @@ class Faults:
             self.malformed_rate = 0.0
             self.malformed_kinds = MALFORMED_KINDS
             self.extra_fields.clear()
+            self.missing_fields.clear()
             self.stalled_until = 0.0
         if "malformed_rate" in command:
             rate = command["malformed_rate"]
@@ -64,6 +68,8 @@ class Faults:
             self.stalled_until = now + float(seconds)
         if "extra_field" in command:
             self._configure_extra(command["extra_field"])
+        if "missing_fields" in command:
+            self._configure_missing(command["missing_fields"])
 
     def _configure_extra(self, spec: Any) -> None:
         if spec is None:
@@ -81,6 +87,21 @@ class Faults:
                 self.extra_fields[item["tr_id"]] = str(item.get("value", "X"))
             else:
                 self.extra_fields.pop(item["tr_id"], None)
+
+    def _configure_missing(self, spec: Any) -> None:
+        if spec is None:
+            self.missing_fields.clear()
+            return
+        for item in spec if isinstance(spec, list) else [spec]:
+            count = item.get("count", 1) if isinstance(item, dict) else None
+            if not isinstance(item.get("tr_id") if isinstance(item, dict) else None, str) or (
+                not isinstance(count, int) or count < 0
+            ):
+                raise FaultError('missing_fields must be {"tr_id": ..., "count"?: n >= 0}')
+            if count:
+                self.missing_fields[item["tr_id"]] = count
+            else:
+                self.missing_fields.pop(item["tr_id"], None)
 
     def stalled(self, now: float) -> float:
         """Seconds left of the current stall (0 if none)."""

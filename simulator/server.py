@@ -528,11 +528,15 @@ class SimulatorServer:
             delivered += len(recs)
             encrypted = self.layouts[tr_id].encrypted
             extra = self.faults.extra_fields.get(tr_id)
+            missing = self.faults.missing_fields.get(tr_id, 0)
+            drift = "extra_field" if extra is not None else "missing_fields" if missing else None
             for i in range(0, len(recs), batch):
                 chunk = recs[i : i + batch]
                 rows = [r.fields for r in chunk]
                 if extra is not None:
                     rows = [[*row, extra] for row in rows]
+                elif missing:
+                    rows = [row[: max(1, len(row) - missing)] for row in rows]
                 plain: dict[str, str] = {}
                 for session, sub_tr in list(subs.items()):
                     if encrypted:
@@ -541,7 +545,7 @@ class SimulatorServer:
                         frame = plain.get(sub_tr) or plain.setdefault(
                             sub_tr, wire.data_frame(sub_tr, rows)
                         )
-                    fault = "extra_field" if extra is not None else None
+                    fault = drift
                     payload: str | bytes = frame
                     kind = self.faults.pick_malformed()
                     if kind is not None:

@@ -496,3 +496,20 @@ def test_replay_serves_recorded_frames_to_matching_subscriptions(tmp_path: Path)
     assert frames and all(isinstance(f, str) and "|005930^" in f for f in frames)
     assert frames == sorted(frames)  # recorded order kept
     assert progress["done"]
+
+
+def test_load_mode_delivers_valid_multi_record_frames() -> None:
+    config = SimConfig(market=MarketConfig(seed=3), date=DATE, start=9 * 3600 + 300, load=5000.0)
+    with run_in_thread(config) as sim:
+        key = approval(sim)
+        ws = connect(sim)
+        decoder = FrameDecoder(business_date=lambda: DATE)
+        try:
+            for tr_id in ("H0STCNT0", "H0STASP0", "H0UNASP0"):
+                ask(ws, request(key, tr_id, "005930"))
+            frames = list(data_frames(ws, 1.0))
+        finally:
+            ws.close()
+    decoded = [decoder.decode(f, received_at=0) for f in frames]
+    assert decoded and all(isinstance(d, list) for d in decoded)
+    assert max(len(d) for d in decoded if isinstance(d, list)) > 1

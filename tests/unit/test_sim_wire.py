@@ -132,3 +132,16 @@ def test_stall_and_clear() -> None:
     assert faults.stalled(102.0) == pytest.approx(3.0)
     faults.configure({"clear": True}, now=103.0)
     assert faults.stalled(103.0) == 0 and faults.malformed_rate == 0
+
+
+def test_missing_fields_fault_is_read_as_nulls_by_the_decoder() -> None:
+    faults = Faults()
+    faults.configure({"missing_fields": {"tr_id": "H0STCNT0", "count": 1}}, now=0.0)
+    assert faults.missing_fields == {"H0STCNT0": 1}
+    row = trade_row()
+    row[-1] = "2"
+    records = decode(wire.data_frame("H0STCNT0", [row[:-1]]))
+    assert isinstance(records, list) and records[0].fields["market_cls_code"] is None
+    assert records[0].fields["stck_prpr"] == 71000
+    faults.configure({"missing_fields": None}, now=0.0)
+    assert faults.missing_fields == {}
