@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import queue
 import re
@@ -61,6 +62,9 @@ SCHEMA = json.dumps(
 )
 BASE_TIME = dt.datetime(2025, 1, 16, 0, 30, 1, 250_000, tzinfo=dt.UTC)  # 09:30:01.250 KST
 PARTITIONS = 2
+QUIET = logging.getLogger("tests.tail.librdkafka")  # no reconnect chatter after the session
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 def record(seq: int, symbol: str) -> dict[str, Any]:
@@ -87,7 +91,9 @@ class Feed:
         for future in admin.create_topics([NewTopic(self.topic, PARTITIONS, 1)]).values():
             future.result(30)
         self.serialize = AvroSerializer(SchemaRegistryClient({"url": registry_url}), SCHEMA)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True}, logger=QUIET
+        )
         self.sent: list[dict[str, Any]] = []
 
     def send(self, seq: int, partition: int) -> None:
@@ -281,7 +287,7 @@ def test_consuming_doc_example_prints_bars(services: Any, tmp_path: Path) -> Non
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     schema = (ROOT / "schemas" / "derived" / "bars_1s.avsc").read_text(encoding="utf-8")
     serialize = AvroSerializer(SchemaRegistryClient({"url": services.registry_url}), schema)
-    producer = Producer({"bootstrap.servers": services.bootstrap})
+    producer = Producer({"bootstrap.servers": services.bootstrap}, logger=QUIET)
     sent = [bar("005930", 0), bar("000660", 0), bar("005930", 0, revision=1)]
     for value in sent:
         key = f"{value['symbol']}|{value['venue']}"
