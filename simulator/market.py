@@ -243,7 +243,8 @@ def merge_quotes(quotes: Iterable[Quote]) -> Quote:
 
 
 def book_quote(book: Book) -> Quote:
-    return Quote(list(book.ask_px), list(book.ask_qty), list(book.bid_px), list(book.bid_qty))
+    """A view of the book's levels (not a copy: records are formatted before it changes)."""
+    return Quote(book.ask_px, book.ask_qty, book.bid_px, book.bid_qty)
 
 
 class Market:
