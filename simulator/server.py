@@ -286,7 +286,9 @@ class SimulatorServer:
             return web.json_response(
                 {"service": "kis-stream simulator", "websocket": self.ws_url}, dumps=_json_dumps
             )
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, timeout=2.0)
+        ws = web.WebSocketResponse(
+            autoping=False, max_msg_size=1 << 20, timeout=2.0, compress=False
+        )
         await ws.prepare(request)
         self._session_counter += 1
         session = Session(f"s{self._session_counter}", ws, request)
