@@ -274,7 +274,7 @@ class _Layout:
     """How to read records of one width of one TR: which field each position holds,
     which columns the width lacks, and which positions go to `Record.extra`."""
 
-    __slots__ = ("convert", "extra_from", "extra_positions", "fields", "missing", "width")
+    __slots__ = ("convert", "extra_from", "extra_positions", "fields", "missing", "plain", "width")
 
     def __init__(self, spec: TrSpec, width: int) -> None:
         self.width = width
@@ -291,6 +291,7 @@ class _Layout:
         self.missing = tuple(f.column for f in spec.fields if f.name not in present)
         # Positions past the mapped ones are kept verbatim in Record.extra.
         self.extra_from = len(fields) if width > len(fields) else None
+        self.plain = not self.extra_positions and self.extra_from is None
         self.convert = compile_converter(fields, self.missing)
 
     def extra(self, chunk: Sequence[str]) -> list[str] | None:
@@ -316,19 +317,22 @@ class _TrPlan:
         "symbol_index",
         "time_column",
         "topic",
+        "width",
     )
 
     def __init__(self, spec: TrSpec) -> None:
         self.spec = spec
         self.topic = spec.topic
-        self.symbol_index = spec.symbol_index
+        # Read the symbol straight from the text unless positions vary by layout.
+        self.symbol_index = spec.symbol_index if not spec.layouts else -1
+        self.width = spec.width
         self.symbol_column = spec.field_named(spec.symbol_field).column
         self.time_column = spec.field_named(spec.time_field).column if spec.time_field else None
         self.date_column = spec.field_named(spec.date_field).column if spec.date_field else None
         self.needs_business_date = self.time_column is not None and self.date_column is None
         # Plausible widths: KIS has added or dropped a few trailing fields, never half a
         # record; a count that does not match the payload shows up as a far-off width.
-        self.min_width = max(2, spec.width * 3 // 4, self.symbol_index + 1)
+        self.min_width = max(2, spec.width * 3 // 4, spec.symbol_index + 1)
         self.max_width = spec.width * 3 // 2
         self.layouts: dict[int, _Layout] = {spec.width: _Layout(spec, spec.width)}
 
@@ -463,7 +467,7 @@ class FrameDecoder:
         if width * count != total:
             return f"width: {total} fields do not split into {count} records"
         spec = plan.spec
-        if width != spec.width:
+        if width != plan.width:
             if not plan.min_width <= width <= plan.max_width:
                 return (
                     f"width: {width} fields per record outside plausible "
@@ -477,8 +481,8 @@ class FrameDecoder:
 
         business_day = self._business_day() if plan.needs_business_date else 0
         convert = layout.convert
-        plain_layout = not layout.extra_positions and layout.extra_from is None
-        symbol_index = plan.symbol_index if not spec.layouts else -1
+        plain_layout = layout.plain
+        symbol_index = plan.symbol_index
         time_column, date_column = plan.time_column, plan.date_column
         venue, canonical = spec.venue, spec.tr_id
         records: list[Record] = []
