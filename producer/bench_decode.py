@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from producer.avro import RawEncoder
+from producer.avro import FastavroEncoder, RawEncoder, raw_schema, to_avro
 from producer.catalogue import Catalogue, TrSpec, load_catalogue
 from producer.frames import FrameDecoder, encrypt_payload, format_value
 
@@ -204,6 +204,7 @@ def run_decode_bench(
         _time("decode", decode_only, repeat),
         _time("decode + avro", decode_encode, repeat),
     ]
+    results.append(_time_fastavro(frames[: max(1, n_frames // 10)], catalogue, repeat))
     pandas_measure = _time_pandas(frames[:pandas_frames], catalogue)
     if pandas_measure is not None:
         results.append(pandas_measure)
@@ -224,6 +225,23 @@ def run_decode_bench(
         ],
         "machine": machine(),
     }
+
+
+def _time_fastavro(frames: list[str], catalogue: Catalogue, repeat: int) -> Measure:
+    """The same decode + encode with fastavro's schemaless_writer (for comparison)."""
+    decoder = _new_decoder(catalogue)
+    encoders = {spec.tr_id: FastavroEncoder(raw_schema(spec), 1) for spec in catalogue}
+
+    def run() -> int:
+        records = 0
+        for seq, frame in enumerate(frames):
+            result = decoder.decode(frame, received_at=1_789_000_000_000_000, seq=seq)
+            for record in result:  # type: ignore[union-attr]
+                encoders[record.tr_id].encode(to_avro(record))
+            records += len(result)  # type: ignore[arg-type]
+        return records
+
+    return _time("decode + avro via fastavro", run, max(1, repeat // 2))
 
 
 def _time_pandas(frames: list[str], catalogue: Catalogue) -> Measure | None:
