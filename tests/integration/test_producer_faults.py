@@ -245,10 +245,10 @@ def test_cli_sigterm_exits_0_records_frames_and_logs_no_secret(
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
-            wait_until(lambda: _subscribed(sim) >= 5, 60, "the CLI producer to subscribe")
+            wait_until(lambda: _subscribed(sim) >= 3, 60, "the CLI producer to subscribe")
             time.sleep(3)
             sim.set_faults({"expire_approval_keys": True, "drop_connections": True})
-            wait_until(lambda: _subscribed(sim) >= 5, 30, "resubscription")
+            wait_until(lambda: _subscribed(sim) >= 3, 30, "resubscription")
             time.sleep(2)
             approvals = list(sim.server.approvals)
             ciphers = [c for s in sim.server.sessions.values() for c in s.cipher]
