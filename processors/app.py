@@ -1,0 +1,168 @@
+"""The Faust app of the processors and what the stream modules share.
+
+`Processors` builds one Faust app per worker: broker and web settings, the registry codecs,
+output topics with their Avro schemas, counters, and the agents of the selected streams
+(each stream module has a `register(processors)` that adds its agents and tables).
+
+Design rules that every stream follows (see docs/streams.md):
+- agents have concurrency 1 (faust-streaming can commit past in-flight events above 1);
+- processing is at-least-once; records carry what makes a replayed copy recognisable;
+- event time comes from the exchange (or the producer's receive time), never `now()`;
+- state lives in changelog-backed tables; in-memory indexes are rebuilt on recovery.
+
+`faust -A processors.app worker` works too: the module-level `app` is built on first access
+from the environment (it checks the input topics on the broker first).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from kis_stream import topics
+from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
+from processors.config import ProcessorSettings
+from schemas import DERIVED
+
+log = logging.getLogger("processors")
+
+SCHEMA_FILES: dict[str, str] = {
+    topics.BARS_1S: "bars_1s.avsc",
+    topics.BARS_1S + ".late": "bars_1s_late.avsc",
+    topics.BOOK_IMBALANCE: "book_imbalance.avsc",
+    topics.PROGRAM_NETBUY: "program_netbuy.avsc",
+    topics.SPREAD_KRX_NXT: "spread_krx_nxt.avsc",
+}
+
+
+class StreamStats:
+    """Counters of one stream (events in, records out, skips by reason), shown by the views."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def skip(self, reason: str, detail: object = "") -> None:
+        """Count a skipped input; log the first of each reason and then every 1000th."""
+        key = "skipped: " + reason
+        self.counts[key] += 1
+        n = self.counts[key]
+        if n == 1 or n % 1000 == 0:
+            log.warning("skipped input (%s, %d so far) %s", reason, n, detail)
+
+
+class Processors:
+    """One worker's Faust app, codecs, outputs and the agents of the selected streams."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        partitions: Mapping[str, int],
+        registry: SchemaRegistryClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.partitions = dict(partitions)
+        self.registry = registry or registry_client(settings.schema_registry_url)
+        self.decoder = AvroDecoder(self.registry)
+        self.encoders: dict[str, AvroEncoder] = {}
+        self.outputs: dict[str, faust.TopicT] = {}
+        self.internals: dict[str, faust.TopicT] = {}
+        self.stats: dict[str, StreamStats] = {}
+        self.app = faust.App(
+            settings.app_id,
+            broker=settings.broker_urls(),
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=max(self.partitions.values(), default=1),
+            topic_replication_factor=settings.replication,
+            table_standby_replicas=settings.standby_replicas,
+            broker_commit_interval=settings.commit_interval,
+            consumer_auto_offset_reset="earliest",
+            producer_linger=settings.producer_linger_ms / 1000,
+            web_enabled=settings.web_enabled,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            datadir=str(settings.data_dir),
+            autodiscover=False,
+        )
+        for stream in settings.streams:
+            self.stats[stream] = StreamStats()
+            importlib.import_module(f"processors.{stream}").register(self)
+        importlib.import_module("processors.views").register(self)
+
+    # ------------------------------------------------------------------ topics and codecs
+
+    def raw_input(self, *names: str) -> faust.TopicT:
+        """Raw TR topics as bytes: agents decode themselves, so bad bytes are counted, not fatal."""
+        return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+    def internal(self, name: str, partitions: int) -> faust.TopicT:
+        """A helper topic (bytes; created at start-up by `kis-stream process`)."""
+        topic = self.internals.get(name)
+        if topic is None:
+            topic = self.internals[name] = self.app.topic(
+                name, partitions=partitions, key_serializer="raw", value_serializer="raw"
+            )
+        return topic
+
+    def output(self, name: str) -> faust.TopicT:
+        """A derived topic: Avro (Confluent wire format) under `<topic>-value`, UTF-8 keys."""
+        topic = self.outputs.get(name)
+        if topic is None:
+            with open(DERIVED / SCHEMA_FILES[name], encoding="utf-8") as fh:
+                schema = json.load(fh)
+            encoder = self.encoders[name] = AvroEncoder(self.registry, topics.subject(name), schema)
+            topic = self.outputs[name] = self.app.topic(
+                name, key_serializer="raw", value_serializer=FaustAvro(encoder, None)
+            )
+        return topic
+
+    def register_schemas(self) -> dict[str, int]:
+        """Register every output schema now (start-up) instead of on the first record."""
+        return {name: encoder.register() for name, encoder in self.encoders.items()}
+
+    def decode(self, stream: str, data: Any) -> dict[str, Any] | None:
+        """A raw record, or None (counted and logged) when the bytes are not one."""
+        try:
+            return self.decoder.decode(data)
+        except WireError as exc:
+            self.stats[stream].skip("undecodable", exc)
+            return None
+
+    def active_partitions(self, topic_names: tuple[str, ...]) -> set[int]:
+        """Partitions of these topics that this worker processes now."""
+        return {
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in topic_names
+        }
+
+
+def from_environment() -> Processors:
+    """Build the app from the environment, checking the input topics on the broker first."""
+    from processors import topology
+
+    settings = ProcessorSettings()  # type: ignore[call-arg]  # (env aliases)
+    admin = topology.admin_client(settings.kafka_bootstrap)
+    partitions = topology.plan(admin, settings.streams, settings.topic_wait)
+    return Processors(settings, partitions)
+
+
+_built: list[faust.App] = []
+
+
+def __getattr__(name: str) -> Any:
+    """`processors.app.app` for `faust -A processors.app`: built from the environment once."""
+    if name == "app":
+        if not _built:
+            _built.append(from_environment().app)
+        return _built[0]
+    raise AttributeError(name)

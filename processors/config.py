@@ -1,0 +1,75 @@
+"""Settings of the processors worker (environment and `.env`; `kis-stream process` flags win).
+
+`KAFKA_BOOTSTRAP` and `SCHEMA_REGISTRY_URL` are the project-wide names; everything else is
+`PROCESSORS_<FIELD>` (e.g. `PROCESSORS_WEB_PORT`, `PROCESSORS_BAR_GRACE`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+STREAMS = ("bars", "imbalance", "program", "spread")
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROCESSORS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP")
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:8081", validation_alias="SCHEMA_REGISTRY_URL"
+    )
+
+    app_id: str = "kis-stream-processors"
+    """Faust app id: the consumer group and the prefix of the changelog topics."""
+    streams: Annotated[tuple[str, ...], NoDecode] = STREAMS
+    """Which derived streams this worker runs (comma-separated)."""
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+    data_dir: Path = Path(".local/faust")
+    log_level: str = "info"
+
+    bar_grace: float = 1.0
+    """Seconds (wall clock) after a bar's last tick before a quiet bar is published."""
+    bar_clock: float = 0.2
+    """Interval of the grace timer (seconds)."""
+    bar_horizon: float = 60.0
+    """How far (seconds of event time) behind the newest bar a late tick can still revise."""
+    republish_window: float = 10.0
+    """After recovery, bars published within this many seconds before the last one are resent."""
+    spread_max_age_ms: float = 5_000.0
+    """Skip a KRX/NXT pair whose quotes were received further apart than this."""
+
+    topic_wait: float = 60.0
+    """Seconds to wait at start-up for the raw input topics to exist."""
+    replication: int = 1
+    """Replication factor of the topics the processors create (outputs, changelogs)."""
+    standby_replicas: int = 1
+    commit_interval: float = 2.8
+    producer_linger_ms: float = 5.0
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(STREAMS))
+        if unknown:
+            raise ValueError(f"unknown streams {unknown}; choose from {', '.join(STREAMS)}")
+        if not value:
+            raise ValueError("no stream selected")
+        return tuple(dict.fromkeys(value))
+
+    def broker_urls(self) -> list[str]:
+        return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",") if host]

@@ -1,0 +1,141 @@
+"""Order-book imbalance per symbol and venue (`kis.book.imbalance`), one record per book update.
+
+Stateless: each record is a pure function of one book snapshot, so a record replayed after a
+restart is identical to the first one (same key, same `received_at`). A book with an empty
+side at level 1 (auctions, halts, VI) still gives a record, with the metrics null.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from kis_stream import topics
+from processors.inputs import Book, book_from
+from processors.topology import INPUTS
+
+if TYPE_CHECKING:
+    from processors.app import Processors
+
+# KRX tick-size bands since 2023-01-25 (KOSPI and KOSDAQ alike; NXT uses the KRX grid):
+# (lower price bound inclusive, tick size in KRW).
+TICK_BANDS: tuple[tuple[int, int], ...] = (
+    (0, 1),
+    (2_000, 5),
+    (5_000, 10),
+    (20_000, 50),
+    (50_000, 100),
+    (200_000, 500),
+    (500_000, 1_000),
+)
+
+
+def tick_size(price: float) -> int:
+    """The KRX tick size at `price` (the band containing it)."""
+    size = TICK_BANDS[0][1]
+    for lower, band_tick in TICK_BANDS:
+        if price >= lower:
+            size = band_tick
+    return size
+
+
+def ticks_between(low: float, high: float) -> float:
+    """Number of price ticks from `low` up to `high`, band by band (negative if high < low).
+
+    A spread straddling a band boundary counts the small ticks below it and the large ones
+    above: 1,995 -> 2,005 is 5 ticks of 1 KRW plus 1 tick of 5 KRW = 6.
+    """
+    if high < low:
+        return -ticks_between(high, low)
+    total = 0.0
+    for i, (lower, size) in enumerate(TICK_BANDS):
+        upper = TICK_BANDS[i + 1][0] if i + 1 < len(TICK_BANDS) else float("inf")
+        overlap = min(high, upper) - max(low, lower)
+        if overlap > 0:
+            total += overlap / size
+    return total
+
+
+def _ratio(bid: int, ask: int) -> float | None:
+    total = bid + ask
+    return (bid - ask) / total if total else None
+
+
+def _depth(quantities: tuple[int | None, ...], levels: int) -> int:
+    return sum(q for q in quantities[:levels] if q is not None and q > 0)
+
+
+def imbalance_record(book: Book) -> dict[str, Any]:
+    """The published `kis.book.imbalance` value (schemas/derived/book_imbalance.avsc).
+
+    Imbalances are (bid - ask) / (bid + ask) in [-1, 1]: level 1, the first 5 and 10 levels
+    (missing levels count as 0) and KIS' total resting quantities. Microprice weights each
+    best price by the opposite side's quantity. Spread in ticks follows the KRX bands.
+    """
+    bid, ask = book.bid[0], book.ask[0]
+    bid_qty, ask_qty = book.bid_qty[0], book.ask_qty[0]
+    record: dict[str, Any] = {
+        "symbol": book.symbol,
+        "venue": book.venue,
+        "event_time": book.event_time,
+        "received_at": book.received_at,
+        "best_bid": bid,
+        "best_ask": ask,
+        "best_bid_qty": bid_qty,
+        "best_ask_qty": ask_qty,
+        "imbalance_l1": None,
+        "imbalance_depth5": None,
+        "imbalance_depth10": None,
+        "imbalance_total": None,
+        "mid": None,
+        "microprice": None,
+        "spread": None,
+        "spread_ticks": None,
+        "spread_bps": None,
+    }
+    if not (book.has_bid and book.has_ask):
+        return record
+    assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
+    mid = (bid + ask) / 2
+    spread = ask - bid
+    total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
+    record.update(
+        imbalance_l1=_ratio(bid_qty, ask_qty),
+        imbalance_depth5=_ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5)),
+        imbalance_depth10=_ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10)),
+        imbalance_total=(
+            _ratio(total_bid, total_ask)
+            if total_bid is not None and total_ask is not None and total_bid >= 0 <= total_ask
+            else None
+        ),
+        mid=mid,
+        microprice=(bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty),
+        spread=spread,
+        spread_ticks=ticks_between(bid, ask),
+        spread_bps=spread / mid * 10_000,
+    )
+    return record
+
+
+# ---------------------------------------------------------------------------- the agent
+
+
+def register(p: Processors) -> None:
+    """Add the imbalance agent (no state) to the app."""
+    stats = p.stats["imbalance"]
+    out = p.output(topics.BOOK_IMBALANCE)
+
+    @p.app.agent(p.raw_input(*INPUTS["imbalance"]), name="imbalance", concurrency=1)
+    async def imbalance(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            stats.inc("consumed")
+            record = p.decode("imbalance", value)
+            if record is None:
+                continue
+            book = book_from(record)
+            if isinstance(book, str):
+                stats.skip(book, record.get("symbol"))
+                continue
+            await out.send(key=f"{book.symbol}|{book.venue}", value=imbalance_record(book))
+            stats.inc("published")

@@ -1,0 +1,134 @@
+"""Which topics each stream reads and writes, and the start-up checks on them.
+
+Faust tables write their changelog to the partition of the event being processed, so every
+topic a stream reads must have the same partition count (co-partitioned by symbol). That is
+checked before the worker starts; a mismatch stops it with a message naming the topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kis_stream import topics
+
+log = logging.getLogger(__name__)
+
+TRADES = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0")
+BOOKS = ("H0STASP0", "H0NXASP0", "H0UNASP0")
+PROGRAM = ("H0STPGM0", "H0NXPGM0", "H0UNPGM0")
+SPREAD_BOOKS = ("H0STASP0", "H0NXASP0")
+
+INPUTS: dict[str, tuple[str, ...]] = {
+    "bars": tuple(topics.raw_topic(t) for t in TRADES),
+    "imbalance": tuple(topics.raw_topic(t) for t in BOOKS),
+    "program": tuple(topics.raw_topic(t) for t in PROGRAM),
+    "spread": tuple(topics.raw_topic(t) for t in SPREAD_BOOKS),
+}
+
+BARS_LATE = topics.BARS_1S + ".late"
+
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "bars": (topics.BARS_1S, BARS_LATE),
+    "imbalance": (topics.BOOK_IMBALANCE,),
+    "program": (topics.PROGRAM_NETBUY,),
+    "spread": (topics.SPREAD_KRX_NXT,),
+}
+
+
+def internal_topics(app_id: str) -> dict[str, tuple[str, ...]]:
+    """Helper topics the processors own (prefixed by the app id, like Faust's changelogs)."""
+    return {
+        "bars": (f"{app_id}-bars-clock",),
+        "program": (f"{app_id}-program-by-venue",),
+    }
+
+
+class TopologyError(RuntimeError):
+    """The topics on the broker do not allow the streams to run correctly."""
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def partition_counts(admin: AdminClient, names: Iterable[str]) -> dict[str, int]:
+    """Partition count of each topic that exists (missing topics are left out)."""
+    metadata = admin.list_topics(timeout=10)
+    counts = {}
+    for name in names:
+        topic = metadata.topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            counts[name] = len(topic.partitions)
+    return counts
+
+
+def wait_for_topics(admin: AdminClient, names: Iterable[str], timeout: float) -> dict[str, int]:
+    """Wait until every topic exists; its partition count, or TopologyError after `timeout`."""
+    wanted = sorted(set(names))
+    deadline = time.monotonic() + timeout
+    next_log = 0.0
+    while True:
+        counts = partition_counts(admin, wanted)
+        missing = [name for name in wanted if name not in counts]
+        if not missing:
+            return counts
+        now = time.monotonic()
+        if now >= deadline:
+            raise TopologyError(
+                f"input topics missing after {timeout:.0f}s: {', '.join(missing)}. Start the "
+                "producer with these TRs subscribed, or choose other streams "
+                "(PROCESSORS_STREAMS / --streams)."
+            )
+        if now >= next_log:
+            log.info("waiting for input topics: %s", ", ".join(missing))
+            next_log = now + 5
+        time.sleep(0.5)
+
+
+def stream_partitions(stream: str, counts: Mapping[str, int]) -> int:
+    """The one partition count of a stream's inputs; TopologyError if they differ."""
+    per_topic = {name: counts[name] for name in INPUTS[stream]}
+    if len(set(per_topic.values())) != 1:
+        listing = ", ".join(f"{name}={n}" for name, n in sorted(per_topic.items()))
+        if stream == "spread":
+            raise TopologyError(
+                "kis.h0stasp0 (KRX books) and kis.h0nxasp0 (NXT books) must have the same "
+                f"partition count so that a symbol's two books meet in one worker: {listing}. "
+                "Recreate one of them (or add partitions) so that the counts match."
+            )
+        raise TopologyError(
+            f"the {stream} stream reads topics with different partition counts ({listing}); "
+            "its state is partitioned like its inputs, so they must all be equal."
+        )
+    return next(iter(per_topic.values()))
+
+
+def plan(admin: AdminClient, streams: Iterable[str], timeout: float) -> dict[str, int]:
+    """Wait for the inputs of `streams` and return each stream's partition count."""
+    streams = list(streams)
+    counts = wait_for_topics(admin, [t for s in streams for t in INPUTS[s]], timeout)
+    return {stream: stream_partitions(stream, counts) for stream in streams}
+
+
+def ensure_topics(admin: AdminClient, wanted: Mapping[str, int], replication: int) -> None:
+    """Create missing topics with the given partition counts (existing ones are kept)."""
+    existing = partition_counts(admin, wanted)
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=replication)
+        for name, n in wanted.items()
+        if name not in existing
+    ]
+    if not new:
+        return
+    for name, future in admin.create_topics(new).items():
+        try:
+            future.result()
+        except Exception as exc:  # created concurrently by another worker is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise TopologyError(f"cannot create topic {name}: {exc}") from exc
+        else:
+            log.info("created topic %s", name)
