@@ -30,16 +30,15 @@ def parse_time_of_day(text: str) -> float:
     return float(hh * 3600 + mm * 60 + ss)
 
 
-_last_hhmmss: list[tuple[int, str]] = [(-1, "")]
+_HHMMSS: dict[int, str] = {}
 
 
 def hhmmss(seconds: float) -> str:
+    """Seconds since midnight -> 'HHMMSS' (memoised: every record formats a few times)."""
     s = int(seconds) % DAY_SECONDS
-    last = _last_hhmmss[0]
-    if last[0] == s:  # many records share a second
-        return last[1]
-    text = f"{s // 3600:02d}{s % 3600 // 60:02d}{s % 60:02d}"
-    _last_hhmmss[0] = (s, text)
+    text = _HHMMSS.get(s)
+    if text is None:
+        text = _HHMMSS[s] = f"{s // 3600:02d}{s % 3600 // 60:02d}{s % 60:02d}"
     return text
 
 

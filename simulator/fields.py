@@ -97,7 +97,7 @@ TRADE_FIELDS = (
 """The trade/expected layout this module knows, in KIS order (the side code is named
 CCLD_DVSN on H0STCNT0 and CNTG_CLS_CODE elsewhere, at the same position)."""
 _SIDE_AT = TRADE_FIELDS.index("CNTG_CLS_CODE")
-_fast_trade: dict[tuple[str, ...], bool] = {}
+_fast_trade: dict[int, tuple[tuple[str, ...], bool]] = {}
 
 
 def _trade_layout_is_known(names: tuple[str, ...]) -> bool:
@@ -148,9 +148,10 @@ def trade_row(
         f"{vol * 100 / ref.shares:.2f}", str(prev_same), pct(vol, prev_same), hour_cls, "",
         i2s[vi_ref],
     ]  # fmt: skip
-    fast = _fast_trade.get(names)
-    if fast is None:
-        fast = _fast_trade[names] = _trade_layout_is_known(names)
+    known = _fast_trade.get(id(names))  # by identity: hashing a 47-tuple per record is costly
+    if known is None or known[0] is not names:
+        known = _fast_trade[id(names)] = (names, _trade_layout_is_known(names))
+    fast = known[1]
     n = len(names)
     if fast:
         if n <= len(values):
@@ -266,7 +267,7 @@ BOOK_HEAD = (
     "STCK_DEAL_CLS_CODE",
 )
 """The classic 59-field book layout; a catalogue that starts with it gets the fast path."""
-_fast_book: dict[tuple[str, ...], bool] = {}
+_fast_book: dict[int, tuple[tuple[str, ...], bool]] = {}
 
 
 def book_row(
@@ -284,10 +285,10 @@ def book_row(
     market_cls: str,
 ) -> list[str]:
     """A book record laid out in `names` order (the hottest record: built as a list)."""
-    fast = _fast_book.get(names)
-    if fast is None:
-        fast = _fast_book[names] = names[: len(BOOK_HEAD)] == BOOK_HEAD
-    if not fast:
+    known = _fast_book.get(id(names))
+    if known is None or known[0] is not names:
+        known = _fast_book[id(names)] = (names, names[: len(BOOK_HEAD)] == BOOK_HEAD)
+    if not known[1]:
         rec = book(ref, t, quote, hour_cls=hour_cls, acml_vol=acml_vol, prev_totals=prev_totals,
                    auction=auction, kmid=kmid, nmid=nmid, market_cls=market_cls)  # fmt: skip
         return [rec.get(n, "") for n in names]
