@@ -480,8 +480,15 @@ def _write_properties(path: Path, props: Mapping[str, str]) -> None:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid, never one starting with "-", which command lines
+    would read as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass
@@ -542,10 +549,8 @@ class KafkaHandle:
             self._cp(),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            new_cluster_id(),
-            "-c",
-            str(self.workdir / "server.properties"),
+            f"--cluster-id={new_cluster_id()}",
+            f"--config={self.workdir / 'server.properties'}",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
