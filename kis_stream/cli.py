@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "tail": "kis_stream.tail:tail",
     "decode": "producer.decode_cli:decode_command",
     "schemas": "producer.decode_cli:schemas_command",
+    "process": "processors.cli:process",
 }
 
 

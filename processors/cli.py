@@ -1,0 +1,103 @@
+"""`kis-stream process`: run a Faust worker with the derived streams.
+
+Before the worker starts it waits for the raw input topics, refuses to run if topics read
+together have different partition counts, creates the output and helper topics, and
+registers the output schemas. Start more workers with the same settings to share the
+partitions. SIGTERM or SIGINT stops the worker cleanly (offsets committed, producer flushed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from processors.config import STREAMS, ProcessorSettings
+
+
+def prepare(settings: ProcessorSettings) -> dict[str, int]:
+    """Check and create topics; each stream's partition count (TopologyError if unusable)."""
+    from processors import topology
+
+    admin = topology.admin_client(settings.kafka_bootstrap)
+    partitions = topology.plan(admin, settings.streams, settings.topic_wait)
+    wanted: dict[str, int] = {}
+    helpers = topology.internal_topics(settings.app_id)
+    for stream, count in partitions.items():
+        for name in (*topology.OUTPUTS[stream], *helpers.get(stream, ())):
+            wanted[name] = count
+    topology.ensure_topics(admin, wanted, settings.replication)
+    return partitions
+
+
+@click.command("process")
+@click.option("--streams", help=f"Comma-separated subset of {','.join(STREAMS)} (default: all).")
+@click.option("--app-id", help="Faust app id (consumer group, changelog prefix).")
+@click.option("--web-port", type=int, help="Port of the web views (PROCESSORS_WEB_PORT).")
+@click.option("--web-host", help="Address the web views bind to (default 127.0.0.1).")
+@click.option("--without-web", is_flag=True, help="Do not serve the web views.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Faust data directory.")
+@click.option("--bar-grace", type=float, help="Seconds before a quiet bar is published.")
+@click.option("--spread-max-age-ms", type=float, help="Staleness bound of the spread pairs.")
+@click.option("--topic-wait", type=float, help="Seconds to wait for the raw input topics.")
+@click.option("--log-level", help="debug, info, warning, error.")
+def process(
+    streams: str | None,
+    app_id: str | None,
+    web_port: int | None,
+    web_host: str | None,
+    without_web: bool,
+    data_dir: Path | None,
+    bar_grace: float | None,
+    spread_max_age_ms: float | None,
+    topic_wait: float | None,
+    log_level: str | None,
+) -> None:
+    """Run the Faust processors: 1-s bars, book imbalance, program net-buy, KRX/NXT spread.
+
+    Reads KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL and PROCESSORS_* settings (flags win).
+    """
+    overrides: dict[str, Any] = {
+        "streams": streams,
+        "app_id": app_id,
+        "web_port": web_port,
+        "web_host": web_host,
+        "data_dir": data_dir,
+        "bar_grace": bar_grace,
+        "spread_max_age_ms": spread_max_age_ms,
+        "topic_wait": topic_wait,
+        "log_level": log_level,
+    }
+    if without_web:
+        overrides["web_enabled"] = False
+    try:
+        settings = ProcessorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    run(settings)
+
+
+def run(settings: ProcessorSettings) -> None:
+    """Prepare the topics and schemas, then run the worker until SIGTERM/SIGINT."""
+    import faust
+
+    from processors.app import Processors
+    from processors.topology import TopologyError
+
+    try:
+        partitions = prepare(settings)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    processors = Processors(settings, partitions)
+    try:
+        processors.register_schemas()
+    except Exception as exc:  # the registry client raises several types
+        raise click.ClickException(f"cannot register the output schemas: {exc}") from exc
+    click.echo(
+        f"kis-stream process: streams {', '.join(settings.streams)}; partitions {partitions}",
+        err=True,
+    )
+    worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
