@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -68,10 +69,13 @@ def measure(target: float, seconds: float, warmup: float) -> dict[str, Any]:
                     ws.send(json.dumps(
                         {"header": header, "body": {"input": {"tr_id": tr_id, "tr_key": code}}}
                     ))  # fmt: skip
-            result = _count(ws, seconds, warmup)
-            with urllib.request.urlopen(base + "/_sim/stats", timeout=10) as resp:
-                stats = json.load(resp)
-            result["server_queued_frames"] = sum(s["queued"] for s in stats["sessions"])
+
+            def stats() -> dict[str, Any]:
+                with urllib.request.urlopen(base + "/_sim/stats", timeout=10) as resp:
+                    result: dict[str, Any] = json.load(resp)
+                return result
+
+            result = _count(ws, seconds, warmup, stats)
             return result | {"target": target}
         finally:
             ws.close()
@@ -83,8 +87,11 @@ def measure(target: float, seconds: float, warmup: float) -> dict[str, Any]:
             proc.join(5)
 
 
-def _count(ws: websocket.WebSocket, seconds: float, warmup: float) -> dict[str, Any]:
+def _count(
+    ws: websocket.WebSocket, seconds: float, warmup: float, stats: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     records = frames = 0
+    cpu0 = 0.0
     start = time.monotonic()
     measure_from = start + warmup
     end = measure_from + seconds
@@ -94,7 +101,8 @@ def _count(ws: websocket.WebSocket, seconds: float, warmup: float) -> dict[str, 
         if now >= end:
             break
         if not counting and now >= measure_from:
-            counting, records, frames, t0 = True, 0, 0, now
+            cpu0 = stats()["process_cpu_seconds"]
+            counting, records, frames, t0 = True, 0, 0, time.monotonic()
         msg = ws.recv()
         if isinstance(msg, bytes):
             continue
@@ -106,12 +114,17 @@ def _count(ws: websocket.WebSocket, seconds: float, warmup: float) -> dict[str, 
         records += int(msg[second_bar + 1 : second_bar + 4])
         frames += 1
     elapsed = time.monotonic() - t0
+    final = stats()
+    cpu = final["process_cpu_seconds"] - cpu0
     return {
         "records": records,
         "frames": frames,
         "seconds": round(elapsed, 2),
         "records_per_s": round(records / elapsed),
         "records_per_frame": round(records / frames, 2) if frames else 0,
+        "server_cpu_share": round(cpu / elapsed, 2),
+        "records_per_server_cpu_s": round(records / cpu) if cpu > 0 else None,
+        "server_queued_frames": sum(s["queued"] for s in final["sessions"]),
     }
 
 
@@ -129,4 +142,6 @@ def bench_sim(target: float, seconds: float, warmup: float, as_json: bool) -> No
         return
     click.echo(f"target {target:,.0f} records/s -> received {result['records_per_s']:,} records/s "
                f"({result['records']:,} records in {result['frames']:,} frames, "
-               f"{result['records_per_frame']} records/frame, {result['seconds']} s)")  # fmt: skip
+               f"{result['records_per_frame']} records/frame, {result['seconds']} s); "
+               f"server used {result['server_cpu_share']:.0%} of a core = "
+               f"{result['records_per_server_cpu_s']:,} records per CPU-second")  # fmt: skip

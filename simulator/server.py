@@ -277,6 +277,7 @@ class SimulatorServer:
             "truth_seq": self.truth.seq if self.truth else None,
             "replay": self.replay.progress() if self.replay else None,
             "faults": self.faults.snapshot(time.monotonic()),
+            "process_cpu_seconds": round(time.process_time(), 3),
         }
 
     # ---- WebSocket ------------------------------------------------------------------------

@@ -303,7 +303,7 @@ def _alive_after(sim: SimHandle, answer: Callable[[websocket.WebSocket, str], No
 
 
 def test_pingpong_answered_by_echo_or_pong_frame_keeps_the_session() -> None:
-    with started(ping_interval=0.2, ping_timeout=0.5) as sim:
+    with started(ping_interval=0.2, ping_timeout=1.0) as sim:
 
         def echo(ws: websocket.WebSocket, msg: str) -> None:
             ws.send(msg)
@@ -311,13 +311,13 @@ def test_pingpong_answered_by_echo_or_pong_frame_keeps_the_session() -> None:
         def pong(ws: websocket.WebSocket, msg: str) -> None:
             ws.pong(msg)
 
-        assert _alive_after(sim, echo, 2.0)
-        assert _alive_after(sim, pong, 2.0)
+        assert _alive_after(sim, echo, 3.0)
+        assert _alive_after(sim, pong, 3.0)
 
 
 def test_silent_client_is_disconnected() -> None:
-    with started(ping_interval=0.2, ping_timeout=0.5) as sim:
-        assert not _alive_after(sim, None, 3.0)
+    with started(ping_interval=0.2, ping_timeout=1.0) as sim:
+        assert not _alive_after(sim, None, 4.0)
         assert sim.stats()["sessions"] == []
 
 
@@ -513,3 +513,16 @@ def test_load_mode_delivers_valid_multi_record_frames() -> None:
     decoded = [decoder.decode(f, received_at=0) for f in frames]
     assert decoded and all(isinstance(d, list) for d in decoded)
     assert max(len(d) for d in decoded if isinstance(d, list)) > 1
+
+
+def test_periodic_drop_flag_disconnects_clients() -> None:
+    with started(drop_every=0.5) as sim:
+        ws = connect(sim)
+        try:
+            ws.settimeout(5)
+            with pytest.raises((websocket.WebSocketConnectionClosedException, OSError)):
+                for _ in range(1000):
+                    if ws.recv() == "":
+                        raise websocket.WebSocketConnectionClosedException("closed")
+        finally:
+            ws.close()
