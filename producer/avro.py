@@ -287,6 +287,8 @@ class _Memo(dict[Any, bytes]):
 
 
 class _LongMemo(_Memo):
+    unique = False
+
     def __missing__(self, value: Any) -> bytes:
         if value.__class__ is not int:
             raise TypeError(f"expected int, got {type(value).__name__}")
@@ -303,10 +305,19 @@ class _LongMemo(_Memo):
             )
         else:
             data = self.prefix + encode_long(value)
+        if self.unique:
+            return data
         if len(self) >= MEMO_LIMIT:
             self._reset()
         self[value] = data
         return data
+
+
+class _UniqueLongs(_LongMemo):
+    """For values that never repeat (receive time, frame sequence): encoded, not stored,
+    so they do not push the repeating values out of the shared memo."""
+
+    unique = True
 
 
 class _DoubleMemo(_Memo):
@@ -343,6 +354,7 @@ _MEMOS: dict[tuple[str, bool], _Memo] = {
     )
     for nullable in (False, True)
 }
+_UNIQUE_LONGS = _UniqueLongs(nullable=False)
 _PHYSICAL = {
     "int": "long",
     "long": "long",
@@ -429,7 +441,8 @@ def compile_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[A
         if kind[0] == "string_array":
             parts.append(f"NA({value})")
         else:
-            env[f"M{len(parts)}"] = _MEMOS[kind]
+            unique = name in ("received_at", "seq") and kind == ("long", False)
+            env[f"M{len(parts)}"] = _UNIQUE_LONGS if unique else _MEMOS[kind]
             parts.append(f"M{len(parts)}[{value}]")
     flush_run()
     head = "def encode(r):\n    d = r.fields\n" if from_record else "def encode(d):\n"
