@@ -8,14 +8,11 @@ the tests also prove that the outputs fit their schemas.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import fastavro
 from confluent_kafka.schema_registry import Schema
 from faust.types import Message
 
@@ -23,37 +20,8 @@ from kis_stream import topics
 from processors.app import Processors
 from processors.codec import AvroDecoder, registry_client
 from processors.config import ProcessorSettings
+from producer.avro import ConfluentEncoder, load_raw_schema
 from producer.catalogue import load_catalogue
-
-AVRO_TYPES = {"string": "string", "long": "long", "double": "double"}
-LOGICAL = {
-    "time": {"type": "int", "logicalType": "time-millis"},
-    "date": {"type": "int", "logicalType": "date"},
-}
-
-
-def raw_schema(tr_id: str) -> dict[str, Any]:
-    """The raw record schema of a TR: the envelope, then its catalogue fields, all nullable."""
-    spec = load_catalogue()[tr_id]
-    fields: list[dict[str, Any]] = [
-        {"name": "tr_id", "type": "string"},
-        {"name": "venue", "type": "string"},
-        {"name": "symbol", "type": "string"},
-        {
-            "name": "event_time",
-            "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}],
-            "default": None,
-        },
-        {"name": "received_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "session", "type": "string"},
-        {"name": "seq", "type": "long"},
-        {"name": "index", "type": "int"},
-        {"name": "extra_fields", "type": ["null", {"type": "array", "items": "string"}]},
-    ]
-    for f in spec.fields:
-        avro_type = LOGICAL.get(f.type) or AVRO_TYPES[f.type]
-        fields.append({"name": f.column, "type": ["null", avro_type], "default": None})
-    return {"type": "record", "name": tr_id, "namespace": "kis.raw", "fields": fields}
 
 
 class Harness:
@@ -67,8 +35,7 @@ class Harness:
         self.p.app.flow_control.resume()
         self.out_decoder = AvroDecoder(self.registry)
         self.sent: list[tuple[str, str, Any]] = []
-        self._raw_ids: dict[str, int] = {}
-        self._raw_schemas: dict[str, Any] = {}
+        self._raw_encoders: dict[str, ConfluentEncoder] = {}
         for name, topic in self.p.outputs.items():
             topic.send = self._collector(name, encode=True)  # type: ignore[method-assign]
         for name, topic in self.p.internals.items():
@@ -94,13 +61,11 @@ class Harness:
 
     def encode_raw(self, tr_id: str, record: dict[str, Any]) -> bytes:
         """A raw record (envelope defaults filled in) in the Confluent wire format."""
-        if tr_id not in self._raw_ids:
-            schema = raw_schema(tr_id)
+        if tr_id not in self._raw_encoders:
+            schema = load_raw_schema(tr_id)
             subject = topics.subject(topics.raw_topic(tr_id))
-            self._raw_ids[tr_id] = self.registry.register_schema(
-                subject, Schema(json.dumps(schema), "AVRO")
-            )
-            self._raw_schemas[tr_id] = fastavro.parse_schema(schema)
+            schema_id = self.registry.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+            self._raw_encoders[tr_id] = ConfluentEncoder(schema, schema_id)
         spec = load_catalogue()[tr_id]
         full = {f.column: None for f in spec.fields}
         full.update(
@@ -114,10 +79,7 @@ class Harness:
             received_at=0,
         )
         full.update(record)
-        out = io.BytesIO()
-        out.write(struct.pack(">bI", 0, self._raw_ids[tr_id]))
-        fastavro.schemaless_writer(out, self._raw_schemas[tr_id], full)
-        return out.getvalue()
+        return self._raw_encoders[tr_id].encode(full)
 
     @asynccontextmanager
     async def running(self, agent_name: str) -> AsyncIterator[Any]:
