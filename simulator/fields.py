@@ -267,7 +267,8 @@ BOOK_HEAD = (
     "STCK_DEAL_CLS_CODE",
 )
 """The classic 59-field book layout; a catalogue that starts with it gets the fast path."""
-_fast_book: dict[int, tuple[tuple[str, ...], bool]] = {}
+_fast_book: dict[int, tuple[tuple[str, ...], bool, tuple[str, ...]]] = {}
+_NO_AUCTION = ("0", "0", "0", "0", "3", "0.00")
 
 
 def book_row(
@@ -287,7 +288,8 @@ def book_row(
     """A book record laid out in `names` order (the hottest record: built as a list)."""
     known = _fast_book.get(id(names))
     if known is None or known[0] is not names:
-        known = _fast_book[id(names)] = (names, names[: len(BOOK_HEAD)] == BOOK_HEAD)
+        fast = names[: len(BOOK_HEAD)] == BOOK_HEAD
+        known = _fast_book[id(names)] = (names, fast, names[len(BOOK_HEAD) :])
     if not known[1]:
         rec = book(ref, t, quote, hour_cls=hour_cls, acml_vol=acml_vol, prev_totals=prev_totals,
                    auction=auction, kmid=kmid, nmid=nmid, market_cls=market_cls)  # fmt: skip
@@ -306,17 +308,21 @@ def book_row(
         sign = sign_code(diff, auction.price, ref.upper, ref.lower)
         row += (str(auction.price), qty, qty, str(diff), sign, pct(diff, ref.prev_close))
     else:
-        row += ("0", "0", "0", "0", "3", "0.00")
+        row += _NO_AUCTION
     row += (str(acml_vol), str(total_ask - prev_totals[0]), str(total_bid - prev_totals[1]),
             "0", "0", "0")  # fmt: skip
-    if len(names) > len(BOOK_HEAD):
+    tail_names = known[2]
+    if tail_names:
         tail = {"MARKET_CLS_CODE": market_cls}
-        for prefix, mid in (("KMID", kmid), ("NMID", nmid)):
-            if mid is not None:
-                tail[f"{prefix}_PRC"] = str(mid.price)
-                tail[f"{prefix}_TOTAL_RSQN"] = str(mid.rest)
-                tail[f"{prefix}_CLS_CODE"] = mid.side
-        row += [tail.get(n, "") for n in names[len(BOOK_HEAD) :]]
+        if kmid is not None:
+            tail["KMID_PRC"] = i2s(kmid.price)
+            tail["KMID_TOTAL_RSQN"] = i2s(kmid.rest)
+            tail["KMID_CLS_CODE"] = kmid.side
+        if nmid is not None:
+            tail["NMID_PRC"] = i2s(nmid.price)
+            tail["NMID_TOTAL_RSQN"] = i2s(nmid.rest)
+            tail["NMID_CLS_CODE"] = nmid.side
+        row += [tail.get(n, "") for n in tail_names]
     return row
 
 
