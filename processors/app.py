@@ -29,17 +29,19 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from kis_stream import topics
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
+from processors.topology import BARS_LATE_OUT, BARS_OUT, Topology
 from schemas import DERIVED
 
 log = logging.getLogger("processors")
 
 SCHEMA_FILES: dict[str, str] = {
-    topics.BARS_1S: "bars_1s.avsc",
-    topics.BARS_1S + ".late": "bars_1s_late.avsc",
+    BARS_OUT: "bars_1s.avsc",
+    BARS_LATE_OUT: "bars_1s_late.avsc",
     topics.BOOK_IMBALANCE: "book_imbalance.avsc",
     topics.PROGRAM_NETBUY: "program_netbuy.avsc",
     topics.SPREAD_KRX_NXT: "spread_krx_nxt.avsc",
 }
+"""Output schema per derived topic (by its contract name)."""
 
 
 class StreamStats:
@@ -71,6 +73,7 @@ class Processors:
     ) -> None:
         self.settings = settings
         self.partitions = dict(partitions)
+        self.topology = Topology(settings.topic_prefix, settings.app_id)
         self.registry = registry or registry_client(settings.schema_registry_url)
         self.decoder = AvroDecoder(self.registry)
         self.encoders: dict[str, AvroEncoder] = {}
@@ -115,11 +118,15 @@ class Processors:
             )
         return topic
 
-    def output(self, name: str) -> faust.TopicT:
-        """A derived topic: Avro (Confluent wire format) under `<topic>-value`, UTF-8 keys."""
+    def output(self, role: str) -> faust.TopicT:
+        """A derived topic (by contract name, prefixed per settings): Avro, UTF-8 keys.
+
+        Values are Confluent wire-format Avro, the schema registered under `<topic>-value`.
+        """
+        name = self.topology.derived(role)
         topic = self.outputs.get(name)
         if topic is None:
-            with open(DERIVED / SCHEMA_FILES[name], encoding="utf-8") as fh:
+            with open(DERIVED / SCHEMA_FILES[role], encoding="utf-8") as fh:
                 schema = json.load(fh)
             encoder = self.encoders[name] = AvroEncoder(self.registry, topics.subject(name), schema)
             topic = self.outputs[name] = self.app.topic(
@@ -152,7 +159,8 @@ def from_environment() -> Processors:
 
     settings = ProcessorSettings()  # type: ignore[call-arg]  # (env aliases)
     admin = topology.admin_client(settings.kafka_bootstrap)
-    partitions = topology.plan(admin, settings.streams, settings.topic_wait)
+    names = topology.Topology(settings.topic_prefix, settings.app_id)
+    partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
     return Processors(settings, partitions)
 
 

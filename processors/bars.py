@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from kis_stream import topics
 from processors.inputs import Trade, trade_from
-from processors.topology import BARS_LATE, INPUTS, internal_topics
+from processors.topology import BARS_LATE_OUT, BARS_OUT
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -261,11 +260,11 @@ def register(p: Processors) -> None:
     app, settings = p.app, p.settings
     stats = p.stats["bars"]
     partitions = p.partitions["bars"]
-    inputs = INPUTS["bars"]
-    (clock_name,) = internal_topics(settings.app_id)["bars"]
+    inputs = p.topology.inputs("bars")
+    (clock_name,) = p.topology.helpers("bars")
     table = app.Table("bars", default=None, partitions=partitions)
     ledger = BarLedger(table, int(settings.bar_horizon * 1000))
-    out, late_out = p.output(topics.BARS_1S), p.output(BARS_LATE)
+    out, late_out = p.output(BARS_OUT), p.output(BARS_LATE_OUT)
     clock = p.internal(clock_name, partitions)
     # Keys with an open bar, by partition: what the grace timer walks (rebuilt on recovery).
     open_keys: dict[int, set[str]] = defaultdict(set)

@@ -21,11 +21,11 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
     from processors import topology
 
     admin = topology.admin_client(settings.kafka_bootstrap)
-    partitions = topology.plan(admin, settings.streams, settings.topic_wait)
+    names = topology.Topology(settings.topic_prefix, settings.app_id)
+    partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
     wanted: dict[str, int] = {}
-    helpers = topology.internal_topics(settings.app_id)
     for stream, count in partitions.items():
-        for name in (*topology.OUTPUTS[stream], *helpers.get(stream, ())):
+        for name in (*names.outputs(stream), *names.helpers(stream)):
             wanted[name] = count
     topology.ensure_topics(admin, wanted, settings.replication)
     return partitions

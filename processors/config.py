@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 STREAMS = ("bars", "imbalance", "program", "spread")
@@ -25,6 +25,10 @@ class ProcessorSettings(BaseSettings):
         "http://127.0.0.1:8081", validation_alias="SCHEMA_REGISTRY_URL"
     )
 
+    topic_prefix: str = Field(
+        "kis.", validation_alias=AliasChoices("PROCESSORS_TOPIC_PREFIX", "TOPIC_PREFIX")
+    )
+    """Prefix of the raw and derived topics (the producer's TOPIC_PREFIX)."""
     app_id: str = "kis-stream-processors"
     """Faust app id: the consumer group and the prefix of the changelog topics."""
     streams: Annotated[tuple[str, ...], NoDecode] = STREAMS

@@ -13,7 +13,6 @@ import faust
 
 from kis_stream import topics
 from processors.inputs import Book, book_from
-from processors.topology import INPUTS
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -126,7 +125,7 @@ def register(p: Processors) -> None:
     stats = p.stats["imbalance"]
     out = p.output(topics.BOOK_IMBALANCE)
 
-    @p.app.agent(p.raw_input(*INPUTS["imbalance"]), name="imbalance", concurrency=1)
+    @p.app.agent(p.raw_input(*p.topology.inputs("imbalance")), name="imbalance", concurrency=1)
     async def imbalance(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
             stats.inc("consumed")

@@ -26,7 +26,6 @@ import orjson
 
 from kis_stream import topics
 from processors.inputs import ProgramUpdate, program_from
-from processors.topology import INPUTS, internal_topics
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -241,8 +240,8 @@ def register(p: Processors) -> None:
     """Add the per-symbol and the per-venue agents, their tables and recovery hooks."""
     app, stats = p.app, p.stats["program"]
     partitions = p.partitions["program"]
-    inputs = INPUTS["program"]
-    (by_venue_name,) = internal_topics(p.settings.app_id)["program"]
+    inputs = p.topology.inputs("program")
+    (by_venue_name,) = p.topology.helpers("program")
     symbols_table = app.Table("program_symbols", default=None, partitions=partitions)
     market_table = app.Table("program_market", default=None, partitions=partitions)
     symbols, market = SymbolLedger(symbols_table), MarketLedger(market_table)

@@ -20,7 +20,6 @@ import faust
 
 from kis_stream import topics
 from processors.inputs import Book, book_from
-from processors.topology import INPUTS
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -140,7 +139,7 @@ def register(p: Processors) -> None:
     books = SpreadBook(table, p.settings.spread_max_age_ms)
     out = p.output(topics.SPREAD_KRX_NXT)
 
-    @p.app.agent(p.raw_input(*INPUTS["spread"]), name="spread", concurrency=1)
+    @p.app.agent(p.raw_input(*p.topology.inputs("spread")), name="spread", concurrency=1)
     async def spread(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             stats.inc("consumed")

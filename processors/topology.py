@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -22,29 +23,54 @@ BOOKS = ("H0STASP0", "H0NXASP0", "H0UNASP0")
 PROGRAM = ("H0STPGM0", "H0NXPGM0", "H0UNPGM0")
 SPREAD_BOOKS = ("H0STASP0", "H0NXASP0")
 
-INPUTS: dict[str, tuple[str, ...]] = {
-    "bars": tuple(topics.raw_topic(t) for t in TRADES),
-    "imbalance": tuple(topics.raw_topic(t) for t in BOOKS),
-    "program": tuple(topics.raw_topic(t) for t in PROGRAM),
-    "spread": tuple(topics.raw_topic(t) for t in SPREAD_BOOKS),
+INPUT_TRS: dict[str, tuple[str, ...]] = {
+    "bars": TRADES,
+    "imbalance": BOOKS,
+    "program": PROGRAM,
+    "spread": SPREAD_BOOKS,
 }
 
-BARS_LATE = topics.BARS_1S + ".late"
-
-OUTPUTS: dict[str, tuple[str, ...]] = {
-    "bars": (topics.BARS_1S, BARS_LATE),
+# Output topics by role (names of the default `kis.` prefix; see Topology.derived).
+BARS_OUT, BARS_LATE_OUT = topics.BARS_1S, topics.BARS_1S + ".late"
+OUTPUT_ROLES: dict[str, tuple[str, ...]] = {
+    "bars": (BARS_OUT, BARS_LATE_OUT),
     "imbalance": (topics.BOOK_IMBALANCE,),
     "program": (topics.PROGRAM_NETBUY,),
     "spread": (topics.SPREAD_KRX_NXT,),
 }
 
 
-def internal_topics(app_id: str) -> dict[str, tuple[str, ...]]:
-    """Helper topics the processors own (prefixed by the app id, like Faust's changelogs)."""
-    return {
-        "bars": (f"{app_id}-bars-clock",),
-        "program": (f"{app_id}-program-by-venue",),
-    }
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Topic names for a topic prefix (the producer's TOPIC_PREFIX) and a Faust app id.
+
+    With the default prefix `kis.` the names are the contract's (`kis.h0stcnt0`,
+    `kis.bars.1s`, ...); another prefix renames raw and derived topics alike, so separate
+    deployments, tests and benchmarks can share a broker.
+    """
+
+    prefix: str = "kis."
+    app_id: str = "kis-stream-processors"
+
+    def raw(self, tr_id: str) -> str:
+        return topics.raw_topic(tr_id, self.prefix)
+
+    def derived(self, name: str) -> str:
+        """A derived topic's name under this prefix (`kis.bars.1s` -> `<prefix>bars.1s`)."""
+        return self.prefix + name.removeprefix("kis.")
+
+    def inputs(self, stream: str) -> tuple[str, ...]:
+        return tuple(self.raw(tr_id) for tr_id in INPUT_TRS[stream])
+
+    def outputs(self, stream: str) -> tuple[str, ...]:
+        return tuple(self.derived(name) for name in OUTPUT_ROLES[stream])
+
+    def helpers(self, stream: str) -> tuple[str, ...]:
+        """Helper topics the processors own (prefixed by the app id, like Faust's changelogs)."""
+        return {
+            "bars": (f"{self.app_id}-bars-clock",),
+            "program": (f"{self.app_id}-program-by-venue",),
+        }.get(stream, ())
 
 
 class TopologyError(RuntimeError):
@@ -89,16 +115,20 @@ def wait_for_topics(admin: AdminClient, names: Iterable[str], timeout: float) ->
         time.sleep(0.5)
 
 
-def stream_partitions(stream: str, counts: Mapping[str, int]) -> int:
+def stream_partitions(
+    stream: str, counts: Mapping[str, int], topology: Topology | None = None
+) -> int:
     """The one partition count of a stream's inputs; TopologyError if they differ."""
-    per_topic = {name: counts[name] for name in INPUTS[stream]}
+    topology = topology or Topology()
+    per_topic = {name: counts[name] for name in topology.inputs(stream)}
     if len(set(per_topic.values())) != 1:
         listing = ", ".join(f"{name}={n}" for name, n in sorted(per_topic.items()))
         if stream == "spread":
+            krx, nxt = topology.inputs("spread")
             raise TopologyError(
-                "kis.h0stasp0 (KRX books) and kis.h0nxasp0 (NXT books) must have the same "
-                f"partition count so that a symbol's two books meet in one worker: {listing}. "
-                "Recreate one of them (or add partitions) so that the counts match."
+                f"{krx} (KRX books) and {nxt} (NXT books) must have the same partition count "
+                f"so that a symbol's two books meet in one worker: {listing}. Recreate one of "
+                "them (or add partitions) so that the counts match."
             )
         raise TopologyError(
             f"the {stream} stream reads topics with different partition counts ({listing}); "
@@ -107,11 +137,13 @@ def stream_partitions(stream: str, counts: Mapping[str, int]) -> int:
     return next(iter(per_topic.values()))
 
 
-def plan(admin: AdminClient, streams: Iterable[str], timeout: float) -> dict[str, int]:
+def plan(
+    admin: AdminClient, topology: Topology, streams: Iterable[str], timeout: float
+) -> dict[str, int]:
     """Wait for the inputs of `streams` and return each stream's partition count."""
     streams = list(streams)
-    counts = wait_for_topics(admin, [t for s in streams for t in INPUTS[s]], timeout)
-    return {stream: stream_partitions(stream, counts) for stream in streams}
+    counts = wait_for_topics(admin, [t for s in streams for t in topology.inputs(s)], timeout)
+    return {stream: stream_partitions(stream, counts, topology) for stream in streams}
 
 
 def ensure_topics(admin: AdminClient, wanted: Mapping[str, int], replication: int) -> None:

@@ -261,7 +261,6 @@ def trade_record(second: int, price: int, volume: int, code: str = "1") -> dict[
 
 
 async def test_agent_publishes_bars_revisions_late_ticks_and_quiet_bars() -> None:
-    from processors.topology import BARS_LATE
     from tests.unit.processors_harness import Harness
 
     h = Harness(("bars",), bar_horizon=5.0, bar_grace=1.0)
@@ -298,7 +297,7 @@ async def test_agent_publishes_bars_revisions_late_ticks_and_quiet_bars() -> Non
         # Much older than the horizon: the late topic.
         await h.put(ctx, h.encode_raw("H0STCNT0", trade_record(30, 1, 1)), topic=krx)
         await h.put(ctx, h.encode_raw("H0STCNT0", trade_record(2, 1, 1)), topic=krx)
-        assert [t["window_start"] for t in h.published(BARS_LATE)] == [T0 + 2000]
+        assert [t["window_start"] for t in h.published("kis.bars.1s.late")] == [T0 + 2000]
     counts = h.p.stats["bars"].counts
     assert counts["skipped: undecodable"] == 2
     assert counts["replayed"] == 1
