@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from simulator.book import LEVELS
 from simulator.clock import hhmmss
+from simulator.quotes import Quote
 from simulator.tape import ProgramFlow, Tape
 
 ASK_PX = tuple(f"ASKP{i}" for i in range(1, LEVELS + 1))
@@ -19,24 +20,6 @@ ASK_QTY = tuple(f"ASKP_RSQN{i}" for i in range(1, LEVELS + 1))
 BID_QTY = tuple(f"BIDP_RSQN{i}" for i in range(1, LEVELS + 1))
 
 REGULAR_DAY_SECONDS = 6.5 * 3600
-
-
-@dataclass(slots=True)
-class Quote:
-    """A venue's displayed book: 10 levels a side; price 0 marks an empty level."""
-
-    ask_px: list[int]
-    ask_qty: list[int]
-    bid_px: list[int]
-    bid_qty: list[int]
-
-    @property
-    def ask1(self) -> int:
-        return self.ask_px[0]
-
-    @property
-    def bid1(self) -> int:
-        return self.bid_px[0]
 
 
 @dataclass(slots=True)

@@ -16,76 +16,45 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import math
-import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 from simulator import fields
 from simulator.book import LEVELS, Book
-from simulator.fields import Auction, Midpoint, Quote, Reference
+from simulator.fields import Auction, Quote
 from simulator.orders import OrderDesk
 from simulator.overseas import OverseasSymbol
+from simulator.quotes import book_quote, ladder, merge_quotes
+from simulator.schedule import (
+    BOUNDARIES,
+    KRX_SCHEDULE,
+    KRX_STATUS,
+    NXT_MARKET_CLS,
+    NXT_SCHEDULE,
+    NXT_STATUS,
+    NXT_TRADING,
+    H,
+    phase_at,
+)
 from simulator.spec import TrLayout, load_layouts
-from simulator.tape import ProgramFlow, Tape
+from simulator.symbols import (
+    DEFAULT_OVERSEAS,
+    DEFAULT_SYMBOLS,
+    TRADE_NOTIONAL_MU,
+    DomesticSymbol,
+    KrxAuction,
+    Venue,
+)
+from simulator.tape import Tape
 from simulator.ticks import floor_to_tick, tick_down, tick_size, tick_up
 
-H = 3600.0
-DEFAULT_SYMBOLS = ("005930", "000660", "035420", "005380", "051910")
-DEFAULT_OVERSEAS = ("DNASAAPL", "DNASNVDA")
+__all__ = ["DEFAULT_OVERSEAS", "DEFAULT_SYMBOLS", "GenRecord", "Market", "MarketConfig"]
 
-# code -> (name, previous close, listed shares, previous day's volume)
-KNOWN_SYMBOLS: dict[str, tuple[str, int, int, int]] = {
-    "005930": ("삼성전자", 71_000, 5_969_782_550, 15_000_000),
-    "000660": ("SK하이닉스", 185_000, 728_002_365, 3_000_000),
-    "035420": ("NAVER", 205_000, 158_437_008, 700_000),
-    "005380": ("현대차", 245_000, 209_416_191, 600_000),
-    "051910": ("LG화학", 340_000, 70_592_343, 300_000),
-}
-
-KRX_SCHEDULE = (
-    (0.0, "closed"),
-    (8.5 * H, "auction_open"),
-    (9 * H, "continuous"),
-    (15 * H + 1200, "auction_close"),
-    (15.5 * H, "closed"),
-)
-NXT_SCHEDULE = (
-    (0.0, "closed"),
-    (8 * H, "pre"),
-    (8 * H + 3000, "closed"),
-    (9 * H + 30, "main"),
-    (15 * H + 1200, "closed"),
-    (15.5 * H, "after"),
-    (20 * H, "closed"),
-)
-BOUNDARIES = tuple(sorted({t for t, _ in KRX_SCHEDULE + NXT_SCHEDULE if t > 0}))
-NXT_TRADING = frozenset({"pre", "main", "after"})
-# Approximate 장운영구분코드 per phase: (MKOP_CLS_CODE, ANTC_MKOP_CLS_CODE).
-KRX_STATUS = {
-    "closed": ("130", "311"),
-    "auction_open": ("110", "112"),
-    "continuous": ("112", "112"),
-    "auction_close": ("120", "311"),
-}
-NXT_STATUS = {"closed": ("N30", "311"), "pre": ("N10", "112"), "main": ("N12", "112")}
-NXT_STATUS["after"] = ("N20", "311")
-NXT_MARKET_CLS = {"pre": "1", "main": "2", "after": "3"}
-
-TRADE_NOTIONAL_MU = math.log(3_000_000)  # median trade ~3M KRW
-LEVEL_NOTIONAL_MU = math.log(30_000_000)  # median resting level ~30M KRW
 DIVERGENCE_TAU = 30.0  # seconds for the NXT-KRX divergence to decay
 MIN_EVENT_DT = 0.001
-
-
-def phase_at(schedule: tuple[tuple[float, str], ...], t: float) -> str:
-    current = schedule[0][1]
-    for start, name in schedule:
-        if t >= start:
-            current = name
-    return current
 
 
 class GenRecord(NamedTuple):
@@ -113,138 +82,6 @@ class MarketConfig:
     vi_seconds: float = 120.0
     order_interval: float = 20.0
     """Mean market seconds between simulated own orders per execution-notice subscription."""
-
-
-@dataclass(slots=True)
-class Venue:
-    name: str
-    book: Book
-    depth: Callable[[int], int]
-    tape: Tape = field(default_factory=Tape)
-    program: ProgramFlow = field(default_factory=ProgramFlow)
-    mid: Midpoint = field(default_factory=Midpoint)
-    last_totals: tuple[int, int] = (0, 0)
-    un_last_totals: tuple[int, int] = (0, 0)
-
-
-@dataclass(slots=True)
-class KrxAuction:
-    """A KRX single-price auction in progress: 'B' opening, 'A' closing, 'C' VI."""
-
-    kind: str
-    price: int = 0
-    qty: int = 0
-    bid_ready: bool = False
-    ask_ready: bool = False
-    ask_qty: list[int] = field(default_factory=lambda: [0] * LEVELS)
-    bid_qty: list[int] = field(default_factory=lambda: [0] * LEVELS)
-    ends: float | None = None
-
-
-class DomesticSymbol:
-    def __init__(self, code: str, seed: int, t: float) -> None:
-        self.rng = random.Random(f"{seed}:{code}")
-        name, prev, shares, prev_vol = KNOWN_SYMBOLS.get(code) or self._invent(code)
-        upper = floor_to_tick(prev * 1.3)
-        lower = floor_to_tick(prev * 0.7)
-        if lower < prev * 0.7:
-            lower = tick_up(lower)
-        self.ref = Reference(code, name, prev, upper, lower, shares, prev_vol)
-        self.fair = prev * math.exp(self.rng.gauss(0.0, 0.005))
-        self.div = 0.0
-        self.last_t = t
-        self.krx = Venue("KRX", Book.around(self.fair, self._depth_fn(1.0)), self._depth_fn(1.0))
-        self.nxt = Venue("NXT", Book.around(self.fair, self._depth_fn(0.3)), self._depth_fn(0.3))
-        self.un = Tape()
-        self.auction: KrxAuction | None = None
-        self.vi_ref = prev
-
-    def _invent(self, code: str) -> tuple[str, int, int, int]:
-        prev = floor_to_tick(math.exp(self.rng.uniform(math.log(3_000), math.log(300_000))))
-        return (f"종목{code}", prev, 100_000_000, 1_000_000)
-
-    def _depth_fn(self, scale: float) -> Callable[[int], int]:
-        rng = self.rng
-
-        def depth(level: int) -> int:
-            notional = rng.lognormvariate(LEVEL_NOTIONAL_MU, 0.6) * (1 + 0.12 * level) * scale
-            return max(1, int(notional / max(1.0, self.fair)))
-
-        return depth
-
-    def target(self, venue: Venue) -> float:
-        if venue is self.krx:
-            return self.fair
-        return self.fair + self.div * tick_size(int(self.fair))
-
-
-def _ladder(start: int, step: Callable[[int], int], n: int = LEVELS) -> list[int]:
-    out = [start]
-    for _ in range(n - 1):
-        out.append(step(out[-1]) if out[-1] > 1 else 0)
-    return out
-
-
-def _merge_side(
-    sides: list[tuple[list[int], list[int]]], best_first_desc: bool
-) -> tuple[list[int], list[int]]:
-    totals = dict(zip(*sides[0], strict=True))
-    get = totals.get
-    for px, qty in sides[1:]:
-        for p, n in zip(px, qty, strict=True):
-            totals[p] = get(p, 0) + n
-    totals.pop(0, None)  # empty levels
-    prices = sorted(totals, reverse=best_first_desc)[:LEVELS]
-    qtys = [totals[p] for p in prices]
-    if len(prices) < LEVELS:
-        pad = [0] * (LEVELS - len(prices))
-        prices += pad
-        qtys += pad
-    return prices, qtys
-
-
-def _merge_ladders(
-    a_px: list[int], a_qty: list[int], b_px: list[int], b_qty: list[int], asks: bool
-) -> tuple[list[int], list[int]] | None:
-    """Two full contiguous ladders on one grid: the better one's prices, quantities summed.
-
-    None when the shortcut does not apply (empty levels, ladders not aligned on one grid).
-    """
-    if not (a_px[-1] and b_px[-1]):
-        return None
-    if (b_px[0] < a_px[0]) if asks else (b_px[0] > a_px[0]):
-        a_px, a_qty, b_px, b_qty = b_px, b_qty, a_px, a_qty
-    qty = list(a_qty)
-    try:
-        offset = a_px.index(b_px[0])
-    except ValueError:
-        # b starts beyond a's ten levels: nothing of b is in the top ten
-        beyond = b_px[0] > a_px[-1] if asks else b_px[0] < a_px[-1]
-        return (list(a_px), qty) if beyond else None
-    if a_px[-1] != b_px[LEVELS - 1 - offset]:
-        return None
-    for i in range(LEVELS - offset):
-        qty[offset + i] += b_qty[i]
-    return list(a_px), qty
-
-
-def merge_quotes(quotes: Iterable[Quote]) -> Quote:
-    """The unified book: quantities summed per price across venues, best 10 a side."""
-    quotes = list(quotes)
-    if len(quotes) == 2:
-        a, b = quotes
-        asks = _merge_ladders(a.ask_px, a.ask_qty, b.ask_px, b.ask_qty, True)
-        bids = _merge_ladders(a.bid_px, a.bid_qty, b.bid_px, b.bid_qty, False)
-        if asks is not None and bids is not None:
-            return Quote(asks[0], asks[1], bids[0], bids[1])
-    ask_px, ask_qty = _merge_side([(q.ask_px, q.ask_qty) for q in quotes], False)
-    bid_px, bid_qty = _merge_side([(q.bid_px, q.bid_qty) for q in quotes], True)
-    return Quote(ask_px, ask_qty, bid_px, bid_qty)
-
-
-def book_quote(book: Book) -> Quote:
-    """A view of the book's levels (not a copy: records are formatted before it changes)."""
-    return Quote(book.ask_px, book.ask_qty, book.bid_px, book.bid_qty)
 
 
 class Market:
@@ -539,9 +376,9 @@ class Market:
         base = a.price or floor_to_tick(s.fair)
         zeros = [0] * LEVELS
         return Quote(
-            _ladder(tick_up(base), tick_up) if a.ask_ready else list(zeros),
+            ladder(tick_up(base), tick_up) if a.ask_ready else list(zeros),
             list(a.ask_qty) if a.ask_ready else list(zeros),
-            _ladder(base, tick_down) if a.bid_ready else list(zeros),
+            ladder(base, tick_down) if a.bid_ready else list(zeros),
             list(a.bid_qty) if a.bid_ready else list(zeros),
         )
 

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import re
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +26,12 @@ from simulator import wire
 from simulator.clock import MarketClock
 from simulator.faults import FaultError, Faults
 from simulator.market import GenRecord, Market, MarketConfig
+from simulator.protocol import Delivery, Registry, Session
 from simulator.replay import ReplayFrame, ReplaySource
 from simulator.spec import TrLayout, canonical_tr_id, load_layouts
 from simulator.truth import TruthLog
 
 log = logging.getLogger("kis_stream.simulator")
-
-DOMESTIC_KEY = re.compile(r"^[0-9A-Z]{6}$")
-OVERSEAS_KEY = re.compile(r"^[DR][A-Z]{3}[A-Z0-9.\-]{1,16}$")
-HTS_ID = re.compile(r"^[A-Za-z0-9_\-]{1,16}$")
 
 
 @dataclass
@@ -68,38 +63,6 @@ class SimConfig:
     expire_keys_every: float | None = None
 
 
-@dataclass(slots=True)
-class Delivery:
-    """What a queued data frame carries, for the truth log."""
-
-    tr_id: str
-    key: str
-    records: list[GenRecord] | None
-    rows: list[list[str]] | None
-    fault: str | None = None
-    raw: str | None = None
-
-
-class Session:
-    def __init__(self, sid: str, ws: web.WebSocketResponse, request: web.Request) -> None:
-        self.id = sid
-        self.ws = ws
-        self.request = request
-        self.app_key: str | None = None
-        self.subs: dict[tuple[str, str], str] = {}
-        """(catalogue tr_id, key) -> tr_id as the client subscribed it (paper ids kept)."""
-        self.cipher = wire.new_cipher_params()
-        self.queue: asyncio.Queue[tuple[str | bytes, Delivery | None]] = asyncio.Queue()
-        self.awaiting_pong_since: float | None = None
-        self.frames_sent = 0
-        self.records_sent = 0
-        self.connected_at = time.time()
-        self.closed = False
-
-    def pong(self) -> None:
-        self.awaiting_pong_since = None
-
-
 class SimulatorServer:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
@@ -114,9 +77,14 @@ class SimulatorServer:
         self.faults = Faults(seed=self.config.market.seed)
         self.truth: TruthLog | None = None
         self.sessions: dict[str, Session] = {}
-        self.subscribers: dict[tuple[str, str], dict[Session, str]] = {}
-        self.app_key_sessions: dict[str, Session] = {}
-        self.approvals: dict[str, tuple[str, float]] = {}
+        self.registry = Registry(
+            self.layouts,
+            app_keys=self.config.app_keys,
+            approval_ttl=self.config.approval_ttl,
+            max_subscriptions=self.config.max_subscriptions,
+            on_subscribe=self.market.add_interest if self.market is not None else _ignore,
+        )
+        self.subscribers = self.registry.subscribers
         self.sent_by_tr: Counter[str] = Counter()
         self.frames_by_tr: Counter[str] = Counter()
         self.unsent = 0
@@ -188,22 +156,11 @@ class SimulatorServer:
             body = await request.json(loads=orjson.loads)
         except Exception:
             body = None
-        if not isinstance(body, dict) or body.get("grant_type") != "client_credentials":
-            return _kis_error("EGW00101", "유효하지 않은 요청입니다.")
-        appkey, secret = body.get("appkey"), body.get("secretkey")
-        if not isinstance(appkey, str) or not appkey:
-            return _kis_error("EGW00103", "유효하지 않은 AppKey입니다.")
-        if not isinstance(secret, str) or not secret:
-            return _kis_error("EGW00105", "유효하지 않은 AppSecret입니다.")
-        if self.config.app_keys:
-            if appkey not in self.config.app_keys:
-                return _kis_error("EGW00103", "유효하지 않은 AppKey입니다.")
-            if self.config.app_keys[appkey] != secret:
-                return _kis_error("EGW00105", "유효하지 않은 AppSecret입니다.")
-        approval_key = str(uuid.uuid4())
-        self.approvals[approval_key] = (appkey, time.monotonic() + self.config.approval_ttl)
-        log.info("approval key issued for app key %s", wire.mask(appkey))
-        return web.json_response({"approval_key": approval_key}, dumps=_json_dumps)
+        reply, app_key = self.registry.approve(body)
+        if app_key is None:
+            return web.json_response(reply, status=403, dumps=_json_dumps)
+        log.info("approval key issued for app key %s", wire.mask(app_key))
+        return web.json_response(reply, dumps=_json_dumps)
 
     async def _post_faults(self, request: web.Request) -> web.Response:
         try:
@@ -227,8 +184,7 @@ class SimulatorServer:
         self.faults.configure(command, now)
         actions: dict[str, Any] = {}
         if command.get("expire_approval_keys"):
-            self.approvals = {k: (app, 0.0) for k, (app, _) in self.approvals.items()}
-            actions["expired_approval_keys"] = len(self.approvals)
+            actions["expired_approval_keys"] = self.registry.expire_all()
         if "trigger_vi" in command:
             code = command["trigger_vi"]
             if self.market is None or not isinstance(code, str):
@@ -273,7 +229,7 @@ class SimulatorServer:
             "records_sent": sum(self.sent_by_tr.values()),
             "records_generated": self.market.generated if self.market else 0,
             "records_unsent": self.unsent,
-            "approval_keys": len(self.approvals),
+            "approval_keys": len(self.registry.approvals),
             "truth_seq": self.truth.seq if self.truth else None,
             "replay": self.replay.progress() if self.replay else None,
             "faults": self.faults.snapshot(time.monotonic()),
@@ -324,93 +280,16 @@ class SimulatorServer:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
-        if session.app_key and self.app_key_sessions.get(session.app_key) is session:
-            del self.app_key_sessions[session.app_key]
-        for sub_key in session.subs:
-            subs = self.subscribers.get(sub_key)
-            if subs is not None:
-                subs.pop(session, None)
-                if not subs:
-                    del self.subscribers[sub_key]
+        self.registry.release(session)
         session.queue.put_nowait(("", None))  # wake the writer so it can exit
 
     def _reply(self, session: Session, text: str) -> None:
         session.queue.put_nowait((text, None))
 
     def _on_text(self, session: Session, text: str) -> None:
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self._reply(session, wire.error("JSON PARSING ERROR : invalid json", tr_id=None))
-            return
-        header = obj.get("header") if isinstance(obj, dict) else None
-        if not isinstance(header, dict):
-            self._reply(session, wire.error("JSON PARSING ERROR : header not found", tr_id=None))
-            return
-        if header.get("tr_id") == "PINGPONG":
-            session.pong()
-            return
-        body = obj.get("body")
-        inp = body.get("input") if isinstance(body, dict) else None
-        if not isinstance(inp, dict):
-            self._reply(session, wire.error("JSON PARSING ERROR : body not found"))
-            return
-        tr_id, tr_key = inp.get("tr_id"), inp.get("tr_key")
-        tr_id_s = tr_id if isinstance(tr_id, str) and tr_id else "(null)"
-        tr_key_s = tr_key if isinstance(tr_key, str) and tr_key else "(null)"
-        reply = self._handle_request(session, header, tr_id_s, tr_key_s)
-        self._reply(session, reply)
-
-    def _handle_request(
-        self, session: Session, header: dict[str, Any], tr_id: str, tr_key: str
-    ) -> str:
-        approval = header.get("approval_key")
-        if not isinstance(approval, str) or not approval:
-            return wire.ack(tr_id, tr_key, wire.INVALID_APPKEY)
-        entry = self.approvals.get(approval)
-        if entry is None or entry[1] <= time.monotonic():
-            msg = ("OPSP0011", "1", f"invalid approval : {wire.mask(approval)}")
-            return wire.ack(tr_id, tr_key, msg)
-        app_key = entry[0]
-        holder = self.app_key_sessions.get(app_key)
-        if holder is not None and holder is not session:
-            return wire.ack(tr_id, tr_key, wire.APPKEY_IN_USE)
-        if session.app_key is None:
-            session.app_key = app_key
-            self.app_key_sessions[app_key] = session
-        canonical = canonical_tr_id(tr_id)
-        if canonical is None:
-            return wire.error("JSON PARSING ERROR : invalid tr_id", tr_id=tr_id, tr_key=tr_key)
-        layout = self.layouts[canonical]
-        if not _valid_key(layout, tr_key):
-            return wire.error("JSON PARSING ERROR : invalid tr_key", tr_id=tr_id, tr_key=tr_key)
-        sub_key = (canonical, tr_key)
-        tr_type = header.get("tr_type")
-        if tr_type == "1":
-            if sub_key in session.subs:
-                return wire.ack(tr_id, tr_key, wire.ALREADY_SUBSCRIBED)
-            if len(session.subs) >= self.config.max_subscriptions:
-                return wire.ack(tr_id, tr_key, wire.MAX_SUBSCRIBE)
-            session.subs[sub_key] = tr_id
-            self.subscribers.setdefault(sub_key, {})[session] = tr_id
-            if self.market is not None:
-                self.market.add_interest(canonical, tr_key)
-            return wire.ack(
-                tr_id, tr_key, wire.SUBSCRIBED, encrypt=layout.encrypted, cipher=session.cipher
-            )
-        if tr_type == "2":
-            if sub_key not in session.subs:
-                return wire.ack(tr_id, tr_key, wire.NOT_SUBSCRIBED)
-            del session.subs[sub_key]
-            subs = self.subscribers.get(sub_key)
-            if subs is not None:
-                subs.pop(session, None)
-                if not subs:
-                    del self.subscribers[sub_key]
-            return wire.ack(
-                tr_id, tr_key, wire.UNSUBSCRIBED, encrypt=layout.encrypted, cipher=session.cipher
-            )
-        return wire.error("JSON PARSING ERROR : invalid tr_type", tr_id=tr_id, tr_key=tr_key)
+        reply = self.registry.request(session, text)
+        if reply is not None:
+            self._reply(session, reply)
 
     async def _writer(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
@@ -631,20 +510,9 @@ def _is_ping(payload: str | bytes) -> bool:
     return isinstance(payload, str) and payload.startswith('{"header":{"tr_id":"PINGPONG"')
 
 
-def _valid_key(layout: TrLayout, key: str) -> bool:
-    if layout.kind == "notice":
-        return bool(HTS_ID.match(key))
-    if layout.venue == "OVERSEAS":
-        return bool(OVERSEAS_KEY.match(key))
-    return bool(DOMESTIC_KEY.match(key))
+def _ignore(tr_id: str, key: str) -> None:
+    """Replay mode: subscriptions need no market."""
 
 
 def _json_dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode("utf-8")
-
-
-def _kis_error(code: str, description: str, status: int = 403) -> web.Response:
-    """KIS's OAuth error shape: HTTP 403 {"error_description": ..., "error_code": ...}."""
-    return web.json_response(
-        {"error_description": description, "error_code": code}, status=status, dumps=_json_dumps
-    )
