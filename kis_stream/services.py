@@ -633,7 +633,7 @@ def start_kafka(
     java = java or find_java(KAFKA_MIN_JAVA, "KIS_STREAM_JAVA", f"Kafka {KAFKA_VERSION}")
     for attempt in range(3):
         handle = KafkaHandle(
-            workdir=Path(workdir),
+            workdir=Path(workdir).resolve(),
             java=java,
             port=free_port(),
             controller_port=free_port(),
@@ -783,7 +783,7 @@ def _distinct_ports(n: int) -> list[int]:
 def _new_registry(workdir: Path, java: str, heap: str, die_with_parent: bool) -> RegistryHandle:
     port, management_port = _distinct_ports(2)
     return RegistryHandle(
-        workdir=Path(workdir),
+        workdir=Path(workdir).resolve(),
         java=java,
         port=port,
         management_port=management_port,
@@ -876,7 +876,7 @@ class LocalServices:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="kis-stream-services-"))
             self._own_workdir = True
-        workdir = Path(self.workdir)
+        workdir = Path(self.workdir).resolve()
         try:
             # The registry boots while Kafka formats and starts: both JVMs start at once.
             self.registry = _new_registry(

@@ -15,9 +15,11 @@ from kis_stream.services import pid_alive, read_env_file
 pytestmark = pytest.mark.kafka
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as `make` runs it: from the checkout, state in the relative `.local`."""
     return subprocess.run(
         [sys.executable, "-m", "kis_stream.cli", "services", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
@@ -27,7 +29,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_writes_addresses_that_answer_and_down_leaves_nothing(tmp_path: Path) -> None:
     state = tmp_path / ".local"
-    up = _cli("up", "--state-dir", str(state))
+    up = _cli(tmp_path, "up")
     pids: list[int] = []
     try:
         assert up.returncode == 0, up.stderr + up.stdout
@@ -43,16 +45,16 @@ def test_up_writes_addresses_that_answer_and_down_leaves_nothing(tmp_path: Path)
         )
         assert metadata.brokers
 
-        status = _cli("status", "--state-dir", str(state))
+        status = _cli(tmp_path, "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count(" up ") == 2
 
-        again = _cli("up", "--state-dir", str(state))
+        again = _cli(tmp_path, "up")
         assert again.returncode == 0 and "already running" in again.stdout
     finally:
-        down = _cli("down", "--state-dir", str(state))
+        down = _cli(tmp_path, "down")
     assert down.returncode == 0, down.stderr
     assert "kafka" in down.stdout and "registry" in down.stdout
     assert not any(pid_alive(pid) for pid in pids)
     assert not (state / "services.env").exists()
-    assert _cli("status", "--state-dir", str(state)).returncode == 1
+    assert _cli(tmp_path, "status").returncode == 1
