@@ -125,8 +125,13 @@ def _interactive(stream: IO[bytes]) -> bool:
 
 
 @click.command("decode")
-@click.option("--key", help="AES key (32 chars) for encrypted frames, if no acknowledgement line.")
-@click.option("--iv", help="AES iv (16 chars) for encrypted frames.")
+@click.option(
+    "--key",
+    envvar="KIS_AES_KEY",
+    help="AES key (32 chars) for encrypted frames, if no acknowledgement line "
+    "(env KIS_AES_KEY keeps it out of the process list).",
+)
+@click.option("--iv", envvar="KIS_AES_IV", help="AES iv (16 chars); env KIS_AES_IV.")
 @click.option(
     "--business-date",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y%m%d"]),
