@@ -55,7 +55,8 @@ class SimConfig:
     truth: Path | None = None
     tick: float = 0.05
     max_batch: int = 10
-    max_queue: int = 200_000
+    max_queue: int = 20_000
+    """Frames queued for one session before it is closed as a slow consumer."""
     faults: dict[str, Any] = field(default_factory=dict)
     drop_every: float | None = None
     stall_every: float | None = None
