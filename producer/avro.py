@@ -354,7 +354,7 @@ _MEMOS: dict[tuple[str, bool], _Memo] = {
     )
     for nullable in (False, True)
 }
-_UNIQUE_LONGS = _UniqueLongs(nullable=False)
+_UNIQUE_LONGS = {nullable: _UniqueLongs(nullable) for nullable in (False, True)}
 _PHYSICAL = {
     "int": "long",
     "long": "long",
@@ -401,6 +401,18 @@ def _field_kind(ftype: Any) -> tuple[str, bool]:
 
 _RECORD_ATTRS = {f["name"]: f["name"] for f in ENVELOPE} | {"extra_fields": "extra"}
 
+# Columns whose values practically never repeat: the receive time, the frame sequence and
+# KIS's cumulative counters (volumes, amounts, trade counts, order-book totals). Memoising
+# them would only churn the shared tables and push out the values that do repeat.
+_UNIQUE_NAMES = ("received_at", "seq")
+_UNIQUE_PARTS = ("acml", "smtn", "pbmn", "csnu", "total", "cnqn", "tvol", "tamt", "bivl", "asvl")
+
+
+def _memo_for(name: str, kind: tuple[str, bool]) -> _Memo:
+    if kind[0] == "long" and (name in _UNIQUE_NAMES or any(p in name for p in _UNIQUE_PARTS)):
+        return _UNIQUE_LONGS[kind[1]]
+    return _MEMOS[kind]
+
 
 def compile_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[Any], bytes]:
     """A function writing a datum of this flat record schema as Avro binary.
@@ -421,10 +433,10 @@ def compile_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[A
         n = len(parts)
         if len(run) == 1:
             name, key = run[0]
-            env[f"M{n}"] = _MEMOS[key]
+            env[f"M{n}"] = _memo_for(name, key)
             parts.append(f"M{n}[d[{name!r}]]")
         else:
-            env[f"M{n}"] = tuple(_MEMOS[key] for _, key in run)
+            env[f"M{n}"] = tuple(_memo_for(name, key) for name, key in run)
             env[f"G{n}"] = itemgetter(*(name for name, _ in run))
             parts.append(f"join(map(getitem, M{n}, G{n}(d)))")
         run.clear()
@@ -441,8 +453,7 @@ def compile_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[A
         if kind[0] == "string_array":
             parts.append(f"NA({value})")
         else:
-            unique = name in ("received_at", "seq") and kind == ("long", False)
-            env[f"M{len(parts)}"] = _UNIQUE_LONGS if unique else _MEMOS[kind]
+            env[f"M{len(parts)}"] = _memo_for(name, kind)
             parts.append(f"M{len(parts)}[{value}]")
     flush_run()
     head = "def encode(r):\n    d = r.fields\n" if from_record else "def encode(d):\n"
