@@ -282,6 +282,10 @@ class SimulatorServer:
         session.closed = True
         self.sessions.pop(session.id, None)
         self.registry.release(session)
+        while not session.queue.empty():  # frames that will never be written
+            _, delivery = session.queue.get_nowait()
+            if delivery is not None:
+                self._account(session, delivery, sent=False)
         session.queue.put_nowait(("", None))  # wake the writer so it can exit
 
     def _reply(self, session: Session, text: str) -> None:
@@ -316,20 +320,24 @@ class SimulatorServer:
             session.frames_sent += 1
             self._account(session, delivery)
 
-    def _account(self, session: Session, delivery: Delivery) -> None:
+    def _account(self, session: Session, delivery: Delivery, *, sent: bool = True) -> None:
+        """Count a frame written to the socket (or, sent=False, lost with its session)."""
         count = len(delivery.rows) if delivery.rows is not None else 1
-        session.records_sent += count
-        self.sent_by_tr[delivery.tr_id] += count
-        self.frames_by_tr[delivery.tr_id] += 1
+        if sent:
+            session.records_sent += count
+            self.sent_by_tr[delivery.tr_id] += count
+            self.frames_by_tr[delivery.tr_id] += 1
+        else:
+            self.unsent += count
         truth = self.truth
         if truth is None:
             return
-        base = {
+        base: dict[str, Any] = {
             "session": session.id,
             "tr_id": delivery.tr_id,
             "tr_key": delivery.key,
-            "frame": session.frames_sent,
-            "sent": True,
+            "frame": session.frames_sent if sent else None,
+            "sent": sent,
             "at": time.time_ns() // 1000,
         }
         if delivery.fault:

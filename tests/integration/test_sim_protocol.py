@@ -526,3 +526,17 @@ def test_periodic_drop_flag_disconnects_clients() -> None:
                         raise websocket.WebSocketConnectionClosedException("closed")
         finally:
             ws.close()
+
+
+def test_frames_lost_with_a_dropped_session_are_in_the_truth_as_unsent(tmp_path: Path) -> None:
+    truth = tmp_path / "t.jsonl"
+    with started(market=MarketConfig(seed=2, rate=30.0), truth=truth) as sim:
+        key = approval(sim)
+        ws = connect(sim)
+        ask(ws, request(key, "H0STASP0", "005930"))
+        sim.set_faults({"stall_seconds": 5})
+        time.sleep(0.6)  # frames pile up in the session's queue
+        assert sim.set_faults({"drop_connections": True})["dropped"] == 1
+        ws.close()
+    lost = [e for e in read_truth(truth) if e["session"] == "s1" and not e["sent"]]
+    assert lost and all(e["frame"] is None and e["tr_id"] == "H0STASP0" for e in lost)
