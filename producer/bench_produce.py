@@ -16,16 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+from confluent_kafka import Consumer, TopicPartition
 
 from kis_stream.settings import load_settings
 from simulator.market import DEFAULT_SYMBOLS, MarketConfig
@@ -82,65 +89,88 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def measure(
+def _settings_values(
+    bootstrap: str, registry: str, sim_url: str, linger_ms: float
+) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap": bootstrap,
+        "schema_registry_url": registry,
+        "kis_url": sim_url,
+        "kis_symbols": ",".join(DEFAULT_SYMBOLS),
+        "kis_tr_groups": "trades,books,program",
+        "kis_venues": "KRX,NXT,UN",
+        "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
+        "producer_linger_ms": linger_ms,
+        "kis_subscribe_interval_s": 0.0,
+        "metrics_port": 0,
+        "log_level": "WARNING",
+        "kis_silence_timeout_s": 0,
+    }
+
+
+def _end_offsets(bootstrap: str, prefix: str) -> tuple[int, int]:
+    """(records, frames) the broker holds under `prefix`: sums of partition end offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kis-bench-offsets"})
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        records = frames = 0
+        for name, meta in topics.items():
+            if not name.startswith(prefix):
+                continue
+            total = sum(
+                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in meta.partitions
+            )
+            if name == prefix + "frames":
+                frames += total
+            elif name.removeprefix(prefix)[:1] == "h":
+                records += total
+        return records, frames
+    finally:
+        consumer.close()
+
+
+def measure_latency(
     rate: float, seconds: float, warmup: float, bootstrap: str, registry: str, linger_ms: float
 ) -> dict[str, Any]:
-    """Run simulator load at `rate` records/s through the producer; acked rate and latency."""
-    from producer.service import ProducerService
+    """One in-process producer at `rate` records/s: acked rate and exact latency percentiles."""
+    from producer.service import ProducerService, tune_gc
 
     latencies: list[float] = []
     with _simulator(rate) as sim_url, tempfile.TemporaryDirectory() as spool:
-        settings = load_settings(
-            env_file=None,
-            kafka_bootstrap=bootstrap,
-            schema_registry_url=registry,
-            kis_url=sim_url,
-            kis_app_keys=[],
-            kis_symbols=list(DEFAULT_SYMBOLS),
-            kis_tr_groups=["trades", "books", "program"],
-            kis_venues=["KRX", "NXT", "UN"],
-            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-            producer_spool_dir=Path(spool),
-            producer_linger_ms=linger_ms,
-            kis_subscribe_interval_s=0.0,
-            metrics_port=0,
-            log_level="WARNING",
-            kis_silence_timeout_s=0,
-        )
+        values = _settings_values(bootstrap, registry, sim_url, linger_ms)
+        settings = load_settings(env_file=None, producer_spool_dir=Path(spool), **values)
         service = ProducerService(settings, on_latency=latencies.append)
         service.start()
+        tune_gc()  # as `kis-stream produce` does
         try:
-            deadline = time.monotonic() + 60
-            while not service.ready()[0]:
-                if time.monotonic() > deadline:
-                    raise click.ClickException("sessions did not start streaming")
-                time.sleep(0.1)
+            _wait(lambda: service.ready()[0], 60, "sessions did not start streaming")
             time.sleep(warmup)
-            sink, pipeline = service.sink, service.pipeline
-            assert sink is not None and pipeline is not None
-            counts0, acked0, t0 = _snapshot(pipeline.counts), sink.acked, time.monotonic()
+            pipeline = service.pipeline
+            assert pipeline is not None
+            (rec0, fr0), t0, cpu0 = (
+                _end_offsets(bootstrap, settings.topic_prefix),
+                time.monotonic(),
+                os.times(),
+            )
             del latencies[:]
-            cpu0 = os.times()
             time.sleep(seconds)
-            counts1, acked1, t1 = _snapshot(pipeline.counts), sink.acked, time.monotonic()
-            cpu1 = os.times()
+            (rec1, fr1), t1, cpu1 = (
+                _end_offsets(bootstrap, settings.topic_prefix),
+                time.monotonic(),
+                os.times(),
+            )
             window = sorted(latencies)
             backlog = pipeline.backlog
-            spooled = sink.spooling
         finally:
             service.stop()
     elapsed = t1 - t0
-    records = counts1["records"] - counts0["records"]
-    messages = sum(counts1.values()) - sum(counts0.values())
-    acked_messages = acked1 - acked0
-    share = records / messages if messages else 0.0
     return {
         "target_records_per_s": rate,
+        "shards": 1,
         "seconds": round(elapsed, 2),
-        "records_decoded_per_s": round(records / elapsed),
-        "acked_messages_per_s": round(acked_messages / elapsed),
-        "acked_records_per_s": round(acked_messages * share / elapsed),
-        "frames_per_s": round((counts1["frames"] - counts0["frames"]) / elapsed),
+        "acked_records_per_s": round((rec1 - rec0) / elapsed),
+        "acked_frames_per_s": round((fr1 - fr0) / elapsed),
         "latency_ms": {
             "p50": round(_percentile(window, 0.50) * 1000, 2),
             "p95": round(_percentile(window, 0.95) * 1000, 2),
@@ -152,17 +182,89 @@ def measure(
             ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
         ),
         "backlog_frames_at_end": backlog,
-        "spooled": spooled,
     }
 
 
-def _snapshot(counts: Any) -> dict[str, int]:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def measure_throughput(
+    rate: float, shards: int, seconds: float, warmup: float, bootstrap: str, registry: str,
+    linger_ms: float,
+) -> dict[str, Any]:  # fmt: skip
+    """`shards` `kis-stream produce` processes sharing the plan; acked records/s at the broker."""
+    with _simulator(rate) as sim_url, tempfile.TemporaryDirectory() as work:
+        values = _settings_values(bootstrap, registry, sim_url, linger_ms)
+        prefix = values["topic_prefix"]
+        procs, ports = [], []
+        try:
+            for index in range(shards):
+                port = _free_port()
+                env = {**os.environ, **{k.upper(): str(v) for k, v in values.items()}}
+                env.update(
+                    KIS_SHARD_COUNT=str(shards), KIS_SHARD_INDEX=str(index), METRICS_PORT=str(port),
+                    PRODUCER_SPOOL_DIR=str(Path(work) / f"spool{index}"),
+                    KIS_MAX_SUBSCRIPTIONS=str(min(41, math.ceil(45 / shards))),
+                )  # fmt: skip
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "kis_stream.cli", "produce"],
+                        env=env,
+                        cwd=work,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                ports.append(port)
+            _wait(lambda: all(_ready(p) for p in ports), 90, "shards did not start streaming")
+            time.sleep(warmup)
+            (rec0, fr0), t0 = _end_offsets(bootstrap, prefix), time.monotonic()
+            cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
+            time.sleep(seconds)
+            (rec1, fr1), t1 = _end_offsets(bootstrap, prefix), time.monotonic()
+            cpu1 = sum(_cpu_seconds(p.pid) for p in procs)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    elapsed = t1 - t0
     return {
-        "records": counts.records,
-        "frames": counts.frames,
-        "dead_letters": counts.dead_letters,
-        "status": counts.status_events,
+        "target_records_per_s": rate,
+        "shards": shards,
+        "seconds": round(elapsed, 2),
+        "acked_records_per_s": round((rec1 - rec0) / elapsed),
+        "acked_frames_per_s": round((fr1 - fr0) / elapsed),
+        "producer_cpu_s_per_s": round((cpu1 - cpu0) / elapsed, 2),
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise click.ClickException(failure)
+        time.sleep(0.2)
 
 
 @click.command("produce")
@@ -171,6 +273,12 @@ def _snapshot(counts: Any) -> dict[str, int]:
     default=60_000.0,
     show_default=True,
     help="Load target for the throughput run (above what the producer can take).",
+)
+@click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    help="Producer processes sharing the plan in the throughput run.",
 )
 @click.option(
     "--latency-rate",
@@ -185,24 +293,36 @@ def _snapshot(counts: Any) -> dict[str, int]:
 @click.option("--registry", envvar="SCHEMA_REGISTRY_URL", help="Registry URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench_produce(
-    max_rate: float, latency_rate: float, seconds: float, warmup: float, linger_ms: float,
-    bootstrap: str | None, registry: str | None, as_json: bool,
+    max_rate: float, shards: int, latency_rate: float, seconds: float, warmup: float,
+    linger_ms: float, bootstrap: str | None, registry: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Producer: sustained acked records/s, and receive-to-ack latency at 5,000 records/s."""
     with _broker(bootstrap, registry) as (kafka, reg):
         results = [
-            {"run": "throughput", **measure(max_rate, seconds, warmup, kafka, reg, linger_ms)},
-            {"run": "latency", **measure(latency_rate, seconds, warmup, kafka, reg, linger_ms)},
-        ]
+            {"run": "throughput",
+             **measure_throughput(max_rate, shards, seconds, warmup, kafka, reg, linger_ms)},
+            {"run": "latency",
+             **measure_latency(latency_rate, seconds, warmup, kafka, reg, linger_ms)},
+        ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps({"bench": "produce", "results": results}))
+        click.echo(json.dumps({"bench": "produce", "machine": _machine(), "results": results}))
         return
+    click.echo(f"machine: {_machine()}")
     for r in results:
-        lat = r["latency_ms"]
-        click.echo(
-            f"{r['run']:>10}: load {r['target_records_per_s']:,.0f}/s -> "
-            f"{r['acked_records_per_s']:,} records/s acked ({r['acked_messages_per_s']:,} "
-            f"messages/s incl. kis.frames), latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
-            f"p99 {lat['p99']} ms, producer CPU {r['producer_cpu_s_per_s']} s/s, "
-            f"backlog at end {r['backlog_frames_at_end']}"
+        line = (
+            f"{r['run']:>10}: load {r['target_records_per_s']:,.0f}/s, "
+            f"{r['shards']} process(es) -> "
+            f"{r['acked_records_per_s']:,} records/s acked (+{r['acked_frames_per_s']:,} raw "
+            f"frames/s), producer CPU {r['producer_cpu_s_per_s']} s/s"
         )
+        if "latency_ms" in r:
+            lat = r["latency_ms"]
+            line += (
+                f", receive-to-ack p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+            )
+        click.echo(line)
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} CPUs, load average {load:.2f}, Python {sys.version.split()[0]}"

@@ -6,7 +6,12 @@ drift, receive-to-ack latency, delivery failures, reconnects, spool depth, sessi
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import bisect
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from producer.session import SessionState
 
@@ -14,6 +19,40 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     30.0, 60.0,
 )  # fmt: skip
+
+
+class AckStats(Collector):
+    """Receive-to-ack latency histogram and acknowledged count, updated per delivery report.
+
+    prometheus_client's Histogram takes a lock and validates on every observation; on the
+    delivery-report path (one call per message, tens of thousands per second) a bisect and
+    an integer increment, read at scrape time, cost a fraction of that. One writer thread.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.acked = 0
+
+    def observe(self, latency: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, latency)] += 1
+        self.total += latency
+        self.acked += 1
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, running = [], 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            cumulative.append((str(bound) if bound != float("inf") else "+Inf", running))
+        histogram = HistogramMetricFamily(
+            "kis_produce_latency_seconds", "Frame receive time to broker acknowledgement"
+        )
+        histogram.add_metric([], cumulative, self.total)
+        yield histogram
+        acked = CounterMetricFamily("kis_acked_messages", "Messages the broker acknowledged")
+        acked.add_metric([], self.acked)
+        yield acked
 
 
 class ProducerMetrics:
@@ -31,13 +70,8 @@ class ProducerMetrics:
             ["tr_id"],
             registry=r,
         )
-        self.produce_latency = Histogram(
-            "kis_produce_latency_seconds",
-            "Frame receive time to broker acknowledgement",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.acked = Counter("kis_acked_messages", "Messages the broker acknowledged", registry=r)
+        self.acks = AckStats()
+        r.register(self.acks)
         self.delivery_failures = Counter(
             "kis_delivery_failures", "Messages the broker refused for good", ["topic"], registry=r
         )

@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from producer.catalogue import Catalogue
 from producer.codec import Codec
@@ -59,6 +60,7 @@ class Pipeline:
         self._recorder = recorder
         self._decoder_factory = decoder_factory or (lambda: FrameDecoder(catalogue))
         self._decoders: dict[str, FrameDecoder] = {}
+        self._per_tr: dict[str | None, tuple[Any, Any]] = {}
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="kis-pipeline", daemon=True)
         self.counts = PipelineCounts()
@@ -149,17 +151,23 @@ class Pipeline:
             if isinstance(message, SubscribeAck) and message.key and message.iv:
                 decoder.set_key(message.tr_id, message.key, message.iv)
             return
-        self._metrics.frames.labels(tr_id or "unknown").inc()
+        counters = self._per_tr.get(tr_id)
+        if counters is None:
+            label = tr_id or "unknown"
+            counters = (self._metrics.frames.labels(label), self._metrics.records.labels(label))
+            if tr_id is not None and len(self._per_tr) < 1000:  # bounded: tr_id comes off the wire
+                self._per_tr[tr_id] = counters
+        counters[0].inc()
         result = decoder.decode(raw, received_at=received_at, session=conn_id, seq=seq)
         if isinstance(result, DecodeError):
             self._dead_letter(result, received_at)
             return
+        encode, send = self._codec.record, self._sink.send
         for record in result:
-            topic, value = self._codec.record(record)
-            self._sink.send(topic, record.symbol.encode(), value, received_at)
+            topic, value = encode(record)
+            send(topic, record.symbol.encode(), value, received_at)
         self.counts.records += len(result)
-        if result:
-            self._metrics.records.labels(result[0].tr_id).inc(len(result))
+        counters[1].inc(len(result))
         if decoder.drift:
             self._count_drift(decoder)
 

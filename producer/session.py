@@ -252,6 +252,7 @@ class Session:
         next_send = time.monotonic()
         seq = 0
         last_data = time.monotonic()
+        current_timeout = -1.0
         self._set_state(SessionState.SUBSCRIBING)
         while not self._stop.is_set():
             now = time.monotonic()
@@ -273,7 +274,9 @@ class Session:
             timeout = cfg.recv_timeout_s
             if pending:
                 timeout = max(0.001, min(timeout, next_send - time.monotonic()))
-            conn.settimeout(timeout)
+            if timeout != current_timeout:  # a syscall: not once per frame while streaming
+                conn.settimeout(timeout)
+                current_timeout = timeout
             try:
                 opcode, data = conn.recv_data()
             except websocket.WebSocketTimeoutException:

@@ -15,12 +15,12 @@ spooled records it duplicates are acknowledged, so the next run sends each exact
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,8 @@ class KafkaSink:
         self._next_pump = 0.0
         self._next_checkpoint = 0.0
         self.fatal: KafkaError | None = None
-        self.acked = 0
+        self._acks = metrics.acks
         self.failed = 0
-        self.broker_reachable = True
         self._stop_poll = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kis-delivery", daemon=True)
         self._poller.start()
@@ -116,13 +115,13 @@ class KafkaSink:
         received_at: int,
         offset: SpoolOffset | None,
     ) -> None:
-        self._gseq += 1
+        self._gseq = gseq = self._gseq + 1
         self._producer.produce(
             topic,
             value,
             key,
             timestamp=received_at // 1000,
-            on_delivery=functools.partial(self._delivered, self._gseq, received_at, offset),
+            on_delivery=partial(self._delivered, gseq, received_at, offset),
         )
 
     def pump(self) -> None:
@@ -159,6 +158,10 @@ class KafkaSink:
         return self._spooling
 
     @property
+    def acked(self) -> int:
+        return self._acks.acked
+
+    @property
     def in_flight(self) -> int:
         return len(self._producer)
 
@@ -175,14 +178,11 @@ class KafkaSink:
         err: KafkaError | None,
         msg: Message,
     ) -> None:
-        if err is None:
+        if err is None:  # the hot path: one call per message
             if offset is not None:
                 self._spool.ack(offset)
-            self.acked += 1
-            self.broker_reachable = True
-            self._metrics.acked.inc()
-            latency = max(0.0, time.time() - received_at / 1e6)
-            self._metrics.produce_latency.observe(latency)
+            latency = time.time() - received_at * 1e-6
+            self._acks.observe(latency)
             if self._on_latency is not None:
                 self._on_latency(latency)
             return
@@ -220,7 +220,6 @@ class KafkaSink:
             self.fatal = err
             log.critical("fatal producer error", extra={"error": err.str()})
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.broker_reachable = False
             log.warning("broker unreachable", extra={"error": err.str()})
         else:
             log.warning("producer error", extra={"error": err.str()})
