@@ -19,6 +19,7 @@ import pytest
 
 from kis_stream.settings import AppCredential
 from producer.plan import PlanError
+from producer.redecode import redecode
 from producer.service import ProducerService
 from tests.integration.producer_oracle import (
     CATALOGUE,
@@ -156,6 +157,13 @@ def test_dropped_connections_resubscribe_rekey_and_report_gaps(
     for gap in gaps:
         assert gap["gap_from"] <= gap["gap_to"] and gap["reason"]
     assert any("approval" in (s["reason"] or "") for s in status if s["event"] == "disconnected")
+
+    # redecode re-keys the encrypted notices from the acknowledgements kept in kis.frames,
+    # connection by connection, and rebuilds exactly the same records.
+    to_prefix = settings.topic_prefix + "re."
+    redecode(settings, to_prefix=to_prefix)
+    rebuilt = read_topics(services, all_topics(to_prefix), Registry(services.registry_url))
+    assert_exactly_the_truth(truth, kafka_by_stream(rebuilt, to_prefix))
 
 
 def test_malformed_and_drifted_frames_dead_letter_and_pipeline_keeps_running(
