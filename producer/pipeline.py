@@ -162,10 +162,18 @@ class Pipeline:
         if isinstance(result, DecodeError):
             self._dead_letter(result, received_at)
             return
-        encode, send = self._codec.record, self._sink.send
-        for record in result:
-            topic, value = encode(record)
-            send(topic, record.symbol.encode(), value, received_at)
+        encode = self._codec.record
+        try:  # encode the whole frame first: a frame is published whole or dead-lettered
+            encoded = [(*encode(record), record.symbol.encode()) for record in result]
+        except Exception as exc:  # a record the schema cannot take: keep the frame, go on
+            reason = f"internal: cannot encode: {type(exc).__name__}: {exc}"
+            self._dead_letter(
+                DecodeError(reason, raw, tr_id, received_at, conn_id, seq), received_at
+            )
+            return
+        send = self._sink.send
+        for topic, value, key in encoded:
+            send(topic, key, value, received_at)
         self.counts.records += len(result)
         counters[1].inc(len(result))
         if decoder.drift:

@@ -180,7 +180,12 @@ class Session:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                reason = self._one_connection()
+                try:
+                    reason = self._one_connection()
+                except Exception as exc:  # a bug must cost a reconnect, never the session
+                    log.exception("session failed unexpectedly", extra={"session": self.name})
+                    reason = f"internal error: {type(exc).__name__}"
+                    self._mark_lost(reason)
                 if self._stop.is_set():
                     break
                 streamed = time.monotonic() - started

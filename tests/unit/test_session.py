@@ -301,3 +301,9 @@ def test_stop_ends_a_streaming_session_within_a_receive_timeout() -> None:
     assert not threading.Thread.is_alive(h.session._thread)  # type: ignore[arg-type]
     assert time.monotonic() - begun < 1.0
     assert h.server.connections[0].closed
+
+
+def test_an_unexpected_error_costs_a_reconnect_not_the_session() -> None:
+    with Harness([[RuntimeError("bug")], ["SILENCE"]]) as h:
+        h.wait(lambda: len(h.server.connections) == 2 and h.session.state is SessionState.STREAMING)
+    assert "internal error: RuntimeError" in [e.reason for e in h.named("disconnected")]

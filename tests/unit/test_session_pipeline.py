@@ -152,3 +152,18 @@ def test_the_thread_drains_everything_queued_before_stop() -> None:
     records = [json.loads(v) for t, _, v, _ in sink.sent if t == "x.h0stcnt0"]
     assert [r[2] for r in records] == list(range(1, 2001))
     assert sink.pumps > 0
+
+
+def test_a_frame_that_cannot_be_encoded_is_dead_lettered_whole() -> None:
+    pipeline, sink, _ = make()
+
+    def fail_on_second(record: Record) -> tuple[str, bytes]:
+        if record.index == 1:
+            raise TypeError("expected int")
+        return FakeCodec().record(record)
+
+    pipeline._codec.record = fail_on_second  # type: ignore[method-assign]
+    raw = frame([trade_row("005930", 1), trade_row("005930", 2)])
+    pipeline.handle_frame(("s0.r.1", 1, 1, raw))
+    assert [t for t, *_ in sink.sent] == ["x.frames", "x.dead-letter"]
+    assert sink.sent[1][2].startswith(b"internal: cannot encode: TypeError")
