@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rich.console import Group
@@ -21,6 +22,7 @@ from rich.text import Text
 from kis_stream import topics
 
 Row = Mapping[str, Any]
+KST = timezone(timedelta(hours=9), "KST")
 
 
 @dataclass
@@ -63,11 +65,13 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _clock(epoch_ms: Any) -> str:
-    if not isinstance(epoch_ms, int):
-        return _fmt(epoch_ms)
-    # Korea time is what a KRX user reads on every screen.
-    return time.strftime("%H:%M:%S", time.gmtime(epoch_ms / 1000 + 9 * 3600))
+def _clock(instant: Any) -> str:
+    """Korea time (what a KRX user reads on every screen) of epoch ms or an aware datetime."""
+    if isinstance(instant, datetime):
+        return instant.astimezone(KST).strftime("%H:%M:%S")
+    if isinstance(instant, int):
+        return datetime.fromtimestamp(instant / 1000, KST).strftime("%H:%M:%S")
+    return _fmt(instant)
 
 
 Column = tuple[str, Callable[[Row], str]]

@@ -55,3 +55,20 @@ def test_render_shows_values_and_unknown_topics_are_ignored() -> None:
     assert "YES" in text
     assert "lag 3" in text
     assert "some.other.topic" not in text
+
+
+def test_bar_second_is_shown_in_korea_time_for_ints_and_datetimes() -> None:
+    from datetime import UTC, datetime
+
+    board = Dashboard()
+    # 00:00:01 UTC is 09:00:01 KST
+    board.add(topics.BARS_1S, _bar("005930", "KRX", 70000, 1000))
+    board.add(
+        topics.BARS_1S,
+        _bar("000660", "KRX", 1, 0) | {"window_start": datetime(2026, 1, 2, 0, 0, 2, tzinfo=UTC)},
+    )
+    console = Console(width=200, record=True)
+    console.print(board.render())
+    text = console.export_text()
+    assert "09:00:01" in text
+    assert "09:00:02" in text
