@@ -139,3 +139,28 @@ def test_reads_what_was_just_appended_to_the_active_segment(tmp_path: Path) -> N
         out.extend(drain(spool))
     assert out == [msg(i) for i in range(20)]
     assert spool.size_bytes > 0
+
+
+def test_sink_without_a_broker_spools_past_memory_and_keeps_everything_in_order(
+    tmp_path: Path,
+) -> None:
+    from producer.metrics import ProducerMetrics
+    from producer.sink import KafkaSink, producer_config
+
+    config = producer_config(
+        {"bootstrap.servers": "127.0.0.1:9", "log_level": "0"},
+        compression="lz4",
+        linger_ms=1,
+        memory_mb=1,
+        memory_messages=50,
+    )
+    sink = KafkaSink(config, Spool(tmp_path), ProducerMetrics())
+    sent = [msg(i, topic=f"t{i % 3}") for i in range(200)]
+    for m in sent:
+        sink.send(m.topic, m.key, m.value, m.received_at)
+        sink.pump()
+    assert sink.spooling and sink.in_flight == 50
+    spooled = sink.close(flush_timeout_s=0.2)  # broker unreachable: purge into the spool
+    assert spooled == 50
+    again = Spool(tmp_path)
+    assert drain(again) == sent  # memory first (prepended), then the spool, in send order
