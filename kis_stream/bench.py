@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "sim": "simulator.bench_sim:bench_sim",
     "produce": "producer.bench_produce:bench_produce",
     "decode": "producer.bench_decode:decode_bench",
+    "process": "processors.bench_process:bench_process",
 }
 
 

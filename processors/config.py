@@ -49,6 +49,11 @@ class ProcessorSettings(BaseSettings):
     """After recovery, bars published within this many seconds before the last one are resent."""
     spread_max_age_ms: float = 5_000.0
     """Skip a KRX/NXT pair whose quotes were received further apart than this."""
+    spread_max_wait: float = 0.25
+    """Seconds a trigger waits for the other venue's topic to be read past its receive time."""
+    spread_history: int = 8
+    """Quotes per venue and symbol kept in the table, so that a trigger replayed after a
+    restart pairs with the same quote (covers that many updates since the last commit)."""
 
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""

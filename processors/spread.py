@@ -1,20 +1,30 @@
 """KRX-vs-NXT mid-price spread per symbol (`kis.spread.krx_nxt`).
 
 Faust has no joins: one agent reads both book topics (co-partitioned by symbol: checked at
-start-up) and keeps the latest level-1 quote of each venue per symbol in a table. Every
-update of either side publishes a record pairing it with the other venue's latest quote,
-unless a side is empty or the pair is further apart in time than the staleness bound.
+start-up) and keeps each venue's recent level-1 quotes per symbol in a table. Every update of
+either venue (the trigger) is paired with the other venue's latest quote *received at or
+before the trigger* (an as-of join on the producer's receive time), unless a side is empty or
+the pair is further apart than the staleness bound.
+
+Why as-of and not "whatever the other side's latest is when the agent gets here": the agent
+sees the two topics interleaved in fetch-batch order, which differs from run to run, between
+one worker and two, and after a restart. To pair on receive time the agent holds a trigger
+until the other topic's partition has been read past the trigger's receive time (its
+watermark) or, for a quiet partition, until `PROCESSORS_SPREAD_MAX_WAIT` has passed; held
+events are acknowledged only once published, so a crash replays them. The quote history in
+the table makes a replayed trigger find the same quote again, so the output is the same.
 
 Ages are measured on the producer's receive times (microseconds), not on the books' HHMMSS
-stamps (whole seconds only) and never on the processor's clock. Each record names both
-quotes by receive time, so a copy replayed after a restart is recognisable.
+stamps (whole seconds only) and never on the processor's clock.
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
 
 KRX, NXT = "KRX", "NXT"
 BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
+MAX_RECENT = 4096
+"""Quotes kept in memory per symbol and venue while the other venue is not being read."""
 
 
 def quote_of(book: Book, offset: int) -> list[Any]:
@@ -95,35 +107,132 @@ class SpreadOutcome:
     reason: str | None = None
 
 
-class SpreadBook:
-    """Latest KRX and NXT quotes per symbol over a key-value store.
+@dataclass(slots=True)
+class Held:
+    """A trigger waiting for the other venue's watermark."""
 
-    `store[symbol]` = {"KRX": quote | None, "NXT": quote | None, "p": partition}. A quote is
-    replaced only by one from a later source offset, so a replay after a restore cannot roll
-    the state back; the replayed update is still paired and published (a recognisable copy).
+    symbol: str
+    venue: str
+    quote: list[Any]
+    partition: int
+    since: float
+    token: Any
+    """What the caller needs back with the outcome (the Faust event to acknowledge)."""
+
+
+class SpreadJoin:
+    """As-of join of KRX and NXT quotes on receive time, over a key-value store.
+
+    `store[symbol]` = {"KRX": [quote, ...], "NXT": [quote, ...], "p": partition}: each
+    venue's last `history` quotes in source-offset order (what a replay after a restart
+    needs). A quote is appended only from a later source offset, so a replay leaves the state
+    as it was. In memory, derived and rebuilt after each rebalance: per partition and venue
+    the watermark (highest receive time read), the held triggers, and per symbol and venue
+    the quotes a trigger not yet decided may still pair with.
     """
 
-    def __init__(self, store: MutableMapping[str, Any], max_age_ms: float) -> None:
+    def __init__(
+        self,
+        store: MutableMapping[str, Any],
+        *,
+        max_age_ms: float,
+        history: int = 8,
+        max_wait_s: float = 0.25,
+    ) -> None:
         self.store = store
         self.max_age_ms = max_age_ms
+        self.history = max(1, history)
+        self.max_wait_s = max_wait_s
+        self.watermarks: dict[tuple[int, str], int] = {}
+        self.held: dict[int, deque[Held]] = defaultdict(deque)
+        self.recent: dict[tuple[str, str], deque[list[Any]]] = {}
 
-    def on_book(self, book: Book, *, offset: int, partition: int) -> SpreadOutcome:
+    def reset(self) -> None:
+        """Forget the in-memory view (after a rebalance: the table is the truth again)."""
+        self.watermarks.clear()
+        self.recent.clear()
+
+    def on_book(
+        self, book: Book, *, offset: int, partition: int, wall: float, token: Any = None
+    ) -> list[tuple[Any, SpreadOutcome]]:
+        """Record a book update; the outcomes of every trigger that can be decided now."""
         venue = book.venue
         if venue not in (KRX, NXT):
-            return SpreadOutcome(None, "not a KRX or NXT book")
-        other_venue = NXT if venue == KRX else KRX
+            return [(token, SpreadOutcome(None, "not a KRX or NXT book"))]
         quote = quote_of(book, offset)
-        state = self.store.get(book.symbol)
-        if state is None:
-            state = {KRX: None, NXT: None, "p": partition}
-        mine = state[venue]
-        if mine is None or offset > mine[SRC]:
-            self.store[book.symbol] = {**state, venue: quote, "p": partition}
-        other = state[other_venue]
+        recent = self._recent(book.symbol, venue)
+        if not recent or offset > recent[-1][SRC]:
+            recent.append(quote)
+            state = self.store.get(book.symbol)
+            new_state = dict(state) if state is not None else {KRX: [], NXT: []}
+            new_state[venue] = [*new_state[venue][1 - self.history :], quote]
+            new_state["p"] = partition
+            self.store[book.symbol] = new_state
+        mark = (partition, venue)
+        if book.received_at > self.watermarks.get(mark, -1):
+            self.watermarks[mark] = book.received_at
+        self.held[partition].append(Held(book.symbol, venue, quote, partition, wall, token))
+        decided = self._release(partition, wall)
+        self._trim(recent, partition, NXT if venue == KRX else KRX)
+        return decided
+
+    def expire(self, wall: float) -> list[tuple[Any, SpreadOutcome]]:
+        """Decide the triggers held longer than the maximum wait (called by a timer)."""
+        out: list[tuple[Any, SpreadOutcome]] = []
+        for partition in list(self.held):
+            out += self._release(partition, wall)
+        return out
+
+    def _recent(self, symbol: str, venue: str) -> deque[list[Any]]:
+        recent = self.recent.get((symbol, venue))
+        if recent is None:
+            state = self.store.get(symbol)
+            recent = self.recent[(symbol, venue)] = deque(state[venue] if state else ())
+        return recent
+
+    def _trim(self, recent: deque[list[Any]], partition: int, other: str) -> None:
+        """Drop quotes no trigger of the other venue can pair with any more.
+
+        Triggers of the other venue still to come are received at or after its watermark
+        (each topic partition is written in receive order), held ones at or after the first
+        held: only the last quote before that bound and the later ones can still be chosen.
+        A cap bounds the memory while the other venue has not been read at all.
+        """
+        bound = self.watermarks.get((partition, other), -1)
+        for held in self.held[partition]:
+            if held.venue == other:
+                bound = min(bound, held.quote[RECEIVED_AT])
+                break
+        while len(recent) > 1 and recent[1][RECEIVED_AT] <= bound:
+            recent.popleft()
+        while len(recent) > MAX_RECENT:
+            recent.popleft()
+
+    def _release(self, partition: int, wall: float) -> list[tuple[Any, SpreadOutcome]]:
+        queue = self.held[partition]
+        out = []
+        while queue:
+            held = queue[0]
+            other = NXT if held.venue == KRX else KRX
+            passed = self.watermarks.get((partition, other), -1) >= held.quote[RECEIVED_AT]
+            if not passed and wall - held.since < self.max_wait_s:
+                break
+            queue.popleft()
+            out.append((held.token, self.decide(held.symbol, held.venue, held.quote)))
+        return out
+
+    def decide(self, symbol: str, venue: str, quote: list[Any]) -> SpreadOutcome:
+        """Pair a trigger with the other venue's latest quote received at or before it."""
+        other_venue = NXT if venue == KRX else KRX
+        other = None
+        for candidate in reversed(self._recent(symbol, other_venue)):
+            if candidate[RECEIVED_AT] <= quote[RECEIVED_AT]:
+                other = candidate
+                break
         if other is None:
-            return SpreadOutcome(None, f"no {other_venue.lower()} quote yet")
+            return SpreadOutcome(None, f"no {other_venue.lower()} quote before the trigger")
         krx, nxt = (quote, other) if venue == KRX else (other, quote)
-        result = spread_record(book.symbol, venue, krx, nxt, self.max_age_ms)
+        result = spread_record(symbol, venue, krx, nxt, self.max_age_ms)
         if isinstance(result, str):
             return SpreadOutcome(None, result)
         return SpreadOutcome(result)
@@ -133,27 +242,54 @@ class SpreadBook:
 
 
 def register(p: Processors) -> None:
-    """Add the spread agent (both book topics, one table) to the app."""
-    stats = p.stats["spread"]
+    """Add the spread agent (both book topics, one table) and its release timer to the app."""
+    settings, stats = p.settings, p.stats["spread"]
     table = p.app.Table("spread_books", default=None, partitions=p.partitions["spread"])
-    books = SpreadBook(table, p.settings.spread_max_age_ms)
+    join = SpreadJoin(
+        table,
+        max_age_ms=settings.spread_max_age_ms,
+        history=settings.spread_history,
+        max_wait_s=settings.spread_max_wait,
+    )
     out = p.output(topics.SPREAD_KRX_NXT)
+
+    async def finish(decided: list[tuple[Any, SpreadOutcome]]) -> None:
+        for event, outcome in decided:
+            if outcome.record is None:
+                stats.inc(f"not published: {outcome.reason}")
+            else:
+                await out.send(key=outcome.record["symbol"], value=outcome.record)
+                stats.inc("published")
+            if event is not None:
+                event.ack()  # only now: a held trigger is replayed if the worker dies first
 
     @p.app.agent(p.raw_input(*p.topology.inputs("spread")), name="spread", concurrency=1)
     async def spread(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        # Acknowledged by `finish` once published (see the module docstring).
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
             stats.inc("consumed")
             record = p.decode("spread", event.value)
-            if record is None:
-                continue
-            book = book_from(record)
+            book = book_from(record) if record is not None else "undecodable"
             if isinstance(book, str):
-                stats.skip(book, record.get("symbol"))
+                if record is not None:
+                    stats.skip(book, record.get("symbol"))
+                event.ack()
                 continue
             message = event.message
-            outcome = books.on_book(book, offset=message.offset, partition=message.partition)
-            if outcome.record is None:
-                stats.inc(f"not published: {outcome.reason}")
-                continue
-            await out.send(key=book.symbol, value=outcome.record)
-            stats.inc("published")
+            decided = join.on_book(
+                book,
+                offset=message.offset,
+                partition=message.partition,
+                wall=time.monotonic(),
+                token=event,
+            )
+            await finish(decided)
+
+    @table.on_recover
+    async def on_recover() -> None:
+        join.reset()
+
+    @p.app.timer(interval=max(0.01, settings.spread_max_wait / 4))
+    async def spread_release() -> None:
+        """Publish the triggers whose other venue stayed quiet past the maximum wait."""
+        await finish(join.expire(time.monotonic()))

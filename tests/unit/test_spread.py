@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from processors.inputs import Book, book_from
-from processors.spread import SpreadBook
+from processors.spread import SpreadJoin, SpreadOutcome, quote_of, spread_record
 from processors.topology import TopologyError, stream_partitions
 
 
@@ -29,26 +30,41 @@ def book(venue: str, bid: int, ask: int, received_at: int, qty: int = 10) -> Boo
 
 
 class Pairing:
-    def __init__(self, max_age_ms: float = 1_000) -> None:
-        self.book = SpreadBook({}, max_age_ms)
+    """Drives a SpreadJoin; every decision is released at once unless `hold` is set."""
+
+    def __init__(self, max_age_ms: float = 1_000, history: int = 8, hold: bool = False) -> None:
+        self.store: dict[str, Any] = {}
+        self.join = SpreadJoin(self.store, max_age_ms=max_age_ms, history=history, max_wait_s=1)
         self.offsets = {"KRX": 0, "NXT": 0}
+        self.hold = hold
         self.records: list[dict[str, Any]] = []
         self.reasons: list[str | None] = []
+        self.decided: list[Any] = []
 
-    def feed(self, b: Book, offset: int | None = None) -> None:
+    def feed(self, b: Book, offset: int | None = None, wall: float = 0.0) -> None:
         if offset is None:
             offset = self.offsets[b.venue]
             self.offsets[b.venue] += 1
-        outcome = self.book.on_book(b, offset=offset, partition=0)
-        self.reasons.append(outcome.reason)
-        if outcome.record is not None:
-            self.records.append(outcome.record)
+        token = (b.venue, b.received_at)
+        self._take(self.join.on_book(b, offset=offset, partition=0, wall=wall, token=token))
+        if not self.hold:
+            self.flush()
+
+    def flush(self, wall: float = 100.0) -> None:
+        self._take(self.join.expire(wall))
+
+    def _take(self, decided: list[tuple[Any, SpreadOutcome]]) -> None:
+        for token, outcome in decided:
+            self.decided.append(token)
+            self.reasons.append(outcome.reason)
+            if outcome.record is not None:
+                self.records.append(outcome.record)
 
 
-def test_each_update_pairs_with_the_other_venues_latest_quote() -> None:
+def test_each_update_pairs_with_the_other_venues_quote_as_of_its_receive_time() -> None:
     pairing = Pairing()
     pairing.feed(book("KRX", 70_000, 70_100, received_at=1_000_000))
-    assert pairing.reasons == ["no nxt quote yet"]
+    assert pairing.reasons == ["no nxt quote before the trigger"]
     pairing.feed(book("NXT", 70_050, 70_150, received_at=1_200_000))
     pairing.feed(book("KRX", 70_100, 70_200, received_at=1_300_000))
     assert pairing.records == [
@@ -91,6 +107,75 @@ def test_each_update_pairs_with_the_other_venues_latest_quote() -> None:
     ]
 
 
+def test_a_trigger_waits_for_the_other_topics_watermark() -> None:
+    pairing = Pairing(hold=True)
+    pairing.feed(book("KRX", 100, 102, received_at=10), wall=0.0)
+    assert pairing.decided == []  # the NXT topic has not been read past 10 yet
+    pairing.feed(book("NXT", 100, 104, received_at=20), wall=0.1)  # releases KRX@10
+    assert pairing.decided == [("KRX", 10)]
+    assert pairing.reasons == ["no nxt quote before the trigger"]  # nothing was received before 10
+    pairing.feed(book("KRX", 100, 102, received_at=30), wall=0.2)  # releases NXT@20
+    assert pairing.decided[-1] == ("NXT", 20)
+    assert pairing.records[-1]["krx_received_at"] == 10
+    pairing.flush(wall=0.5)
+    assert len(pairing.decided) == 2  # KRX@30 still waits (max wait 1 s)
+    pairing.flush(wall=1.3)  # the NXT topic stayed quiet: decide with what is there
+    assert pairing.decided[-1] == ("KRX", 30)
+    assert pairing.records[-1]["nxt_received_at"] == 20
+
+
+def test_output_does_not_depend_on_how_the_two_topics_interleave() -> None:
+    rng = random.Random(3)
+    krx, nxt, t = [], [], 0
+    for _ in range(200):
+        t += rng.randint(1, 400)
+        target = krx if rng.random() < 0.5 else nxt
+        empty = rng.random() < 0.1
+        target.append(
+            book("KRX" if target is krx else "NXT", *_prices(rng, empty), t, 0 if empty else 5)
+        )
+
+    def run(order: list[str]) -> list[dict[str, Any]]:
+        pairing = Pairing(max_age_ms=0.2, hold=True)
+        streams = {"KRX": iter(krx), "NXT": iter(nxt)}
+        for venue in order:
+            pairing.feed(next(streams[venue]))
+        pairing.flush()
+        return sorted(pairing.records, key=lambda r: r[r["trigger_venue"].lower() + "_received_at"])
+
+    in_time_order = [b.venue for b in sorted(krx + nxt, key=lambda b: b.received_at)]
+    krx_first = ["KRX"] * len(krx) + ["NXT"] * len(nxt)
+    shuffled = list(in_time_order)
+    for _ in range(3):
+        for i in range(len(shuffled) - 1):  # swap neighbours of different topics at random
+            if shuffled[i] != shuffled[i + 1] and rng.random() < 0.5:
+                shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+    expected = run(in_time_order)
+    assert len(expected) > 30
+    # The same as a brute-force as-of join (latest other quote received at or before).
+    brute = []
+    for trigger in sorted(krx + nxt, key=lambda b: b.received_at):
+        others = nxt if trigger.venue == "KRX" else krx
+        before = [o for o in others if o.received_at <= trigger.received_at]
+        if not before:
+            continue
+        mine, other = quote_of(trigger, 0), quote_of(before[-1], 0)
+        krx_q, nxt_q = (mine, other) if trigger.venue == "KRX" else (other, mine)
+        result = spread_record("005930", trigger.venue, krx_q, nxt_q, 0.2)
+        if isinstance(result, dict):
+            brute.append(result)
+    assert brute == expected
+    assert run(krx_first) == expected
+    assert run(shuffled) == expected
+
+
+def _prices(rng: random.Random, empty: bool) -> tuple[int, int]:
+    if empty:
+        return 0, 0
+    bid = 70_000 + 100 * rng.randint(-3, 3)
+    return bid, bid + 100 * rng.randint(1, 2)
+
+
 def test_crossed_when_one_venues_bid_is_above_the_others_ask() -> None:
     pairing = Pairing()
     pairing.feed(book("KRX", 70_000, 70_100, received_at=0))
@@ -100,13 +185,18 @@ def test_crossed_when_one_venues_bid_is_above_the_others_ask() -> None:
     assert [r["crossed"] for r in pairing.records] == [True, False, True]
 
 
-def test_empty_sides_are_skipped_and_remembered() -> None:
+def test_empty_sides_are_skipped() -> None:
     pairing = Pairing()
     pairing.feed(book("NXT", 70_000, 70_100, received_at=0))
     pairing.feed(book("KRX", 0, 0, received_at=1, qty=0))  # KRX in an auction
     pairing.feed(book("NXT", 70_000, 70_100, received_at=2))  # paired with the empty KRX book
     pairing.feed(book("KRX", 70_000, 70_100, received_at=3))
-    assert pairing.reasons == ["no krx quote yet", "krx side empty", "krx side empty", None]
+    assert pairing.reasons == [
+        "no krx quote before the trigger",
+        "krx side empty",
+        "krx side empty",
+        None,
+    ]
     pairing.feed(book("NXT", 70_000, 70_100, received_at=4, qty=0))
     assert pairing.reasons[-1] == "nxt side empty"
 
@@ -120,15 +210,55 @@ def test_pairs_further_apart_than_the_bound_are_skipped() -> None:
     assert pairing.records[0]["age_ms"] == 500.0
 
 
-def test_a_replayed_update_does_not_roll_the_state_back_but_is_published() -> None:
-    pairing = Pairing()
-    pairing.feed(book("KRX", 100, 102, received_at=0), offset=0)
-    pairing.feed(book("NXT", 100, 102, received_at=1), offset=0)
-    pairing.feed(book("KRX", 110, 112, received_at=2), offset=1)
-    pairing.feed(book("KRX", 100, 102, received_at=0), offset=0)  # redelivered
-    assert pairing.records[-1]["krx_received_at"] == 0  # the replayed update itself
-    pairing.feed(book("NXT", 100, 102, received_at=3), offset=1)
-    assert pairing.records[-1]["krx_bid"] == 110  # state kept the newer KRX quote
+def test_a_replay_after_a_restore_publishes_the_same_records() -> None:
+    books = [
+        book("KRX", 100, 102, received_at=0),
+        book("NXT", 101, 103, received_at=1),
+        book("KRX", 102, 104, received_at=2),
+        book("NXT", 103, 105, received_at=3),
+        book("KRX", 104, 106, received_at=4),
+    ]
+    first = Pairing()
+    for i, b in enumerate(books):
+        first.feed(b, offset=i)
+    # The worker dies; its table survived (even ahead of the committed offsets): replay all.
+    again = Pairing()
+    again.store.update(first.store)
+    for i, b in enumerate(books):
+        again.feed(b, offset=i)
+    assert again.records == first.records
+    assert again.store == first.store  # replayed updates did not change the state
+
+
+def test_table_history_bounds_how_far_back_a_replayed_trigger_can_pair() -> None:
+    first = Pairing(history=2)
+    for t in (5, 20, 30, 40):
+        first.feed(book("NXT", 100, 102, received_at=t))
+    # After a restart (in-memory view empty) a KRX update received at 10 is read: the NXT
+    # quote as of 10 (received at 5) is no longer among the 2 kept in the table.
+    again = Pairing(history=2)
+    again.store.update(first.store)
+    again.feed(book("KRX", 100, 102, received_at=10))
+    assert again.reasons[-1] == "no nxt quote before the trigger"
+    again.feed(book("KRX", 100, 102, received_at=35))
+    assert again.records[-1]["nxt_received_at"] == 30
+
+
+def test_quotes_are_kept_while_a_held_trigger_may_need_them() -> None:
+    pairing = Pairing(hold=True)
+    for t in (50, 80):
+        pairing.feed(book("NXT", 100, 102, received_at=t))  # held: KRX not read past them
+    for t in (10, 70, 90, 120):
+        pairing.feed(book("KRX", 100, 104, received_at=t))
+    pairing.flush()
+    pairs = {
+        r["nxt_received_at"]: r["krx_received_at"]
+        for r in pairing.records
+        if r["trigger_venue"] == "NXT"
+    }
+    assert pairs == {50: 10, 80: 70}
+    # 70 is the last KRX quote before the NXT watermark (80): a later NXT update may need it.
+    assert [q[5] for q in pairing.join.recent[("005930", "KRX")]] == [70, 90, 120]
 
 
 def test_start_up_refuses_books_with_different_partition_counts() -> None:
@@ -160,10 +290,17 @@ async def test_agent_joins_both_book_topics() -> None:
         await h.put(ctx, h.encode_raw("H0NXASP0", raw(0, 0, 20, 0)), topic="kis.h0nxasp0")
         await h.put(ctx, h.encode_raw("H0STASP0", raw(100, 104, 30)), topic="kis.h0stasp0")
         await h.put(ctx, h.encode_raw("H0NXASP0", raw(99, 101, 5_000_000)), topic="kis.h0nxasp0")
-        await h.put(ctx, h.encode_raw("H0NXASP0", raw(100, 102, 40)), topic="kis.h0nxasp0")
+        await h.put(ctx, h.encode_raw("H0NXASP0", raw(100, 102, 5_000_040)), topic="kis.h0nxasp0")
+        # Both topics read far past everything: every held trigger is decided.
+        await h.put(ctx, h.encode_raw("H0STASP0", raw(0, 0, 9_000_000, 0)), topic="kis.h0stasp0")
+        await h.put(ctx, h.encode_raw("H0NXASP0", raw(0, 0, 9_000_001, 0)), topic="kis.h0nxasp0")
     records = h.published("kis.spread.krx_nxt")
-    assert [(r["trigger_venue"], r["spread_krw"]) for r in records] == [("NXT", 1.0), ("NXT", -1.0)]
-    assert h.keys("kis.spread.krx_nxt") == ["005930", "005930"]
+    # NXT@10 pairs with KRX@0; KRX@30 pairs with the empty NXT@20; NXT@5s and NXT@5.00004s
+    # pair with KRX@30, 5 s older: stale. The last one is still held (nothing read past it).
+    assert [(r["trigger_venue"], r["spread_krw"]) for r in records] == [("NXT", 1.0)]
+    assert h.keys("kis.spread.krx_nxt") == ["005930"]
     counts = h.p.stats["spread"].counts
-    assert counts["not published: nxt side empty"] == 2  # the empty NXT book, then KRX's update
-    assert counts["not published: stale"] == 1  # 5 s after the KRX quote
+    assert counts["not published: no nxt quote before the trigger"] == 1
+    assert counts["not published: nxt side empty"] == 2
+    assert counts["not published: stale"] == 2
+    assert counts["not published: krx side empty"] == 1

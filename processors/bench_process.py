@@ -1,0 +1,384 @@
+"""`kis-stream bench process`: events/s per worker and input-to-output latency, per stream.
+
+For each stream a fresh topic prefix is used on a real broker and registry (started locally
+unless KAFKA_BOOTSTRAP and SCHEMA_REGISTRY_URL are given), raw Avro records (Confluent wire
+format, the producer's encoder) are written straight into the raw topics, and one
+`kis-stream process --streams <stream>` worker (its own process, as deployed) consumes them:
+
+- throughput: a backlog of N events is produced first; events/s = N / (time between the
+  first and the last derived record, broker timestamps), i.e. start-up excluded;
+- latency: with the worker caught up, events are produced at a fixed rate; latency is from
+  handing the raw record to the Kafka client to a consumer receiving the derived record.
+  For bars it is the delay of each bar after the end of its (wall-clock-aligned) second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import Schema
+
+from kis_stream import topics
+from processors.codec import AvroDecoder, registry_client
+from processors.inputs import DAY_MS, KST_OFFSET_MS
+from processors.topology import INPUT_TRS, Topology
+from producer.avro import ConfluentEncoder, load_raw_schema
+from producer.catalogue import load_catalogue
+
+SYMBOLS = tuple(f"{i:06d}" for i in range(5930, 5930 + 20))
+PARTITIONS = 3
+
+Raw = tuple[str, bytes, bytes]  # topic, key, value
+
+
+class RawWriter:
+    """Encodes synthetic raw records with the registered raw schemas of a topic prefix."""
+
+    def __init__(self, registry_url: str, topology: Topology) -> None:
+        self.registry = registry_client(registry_url)
+        self.topology = topology
+        self.catalogue = load_catalogue()
+        self._encoders: dict[str, ConfluentEncoder] = {}
+        self._templates: dict[str, dict[str, Any]] = {}
+
+    def encoder(self, tr_id: str) -> ConfluentEncoder:
+        encoder = self._encoders.get(tr_id)
+        if encoder is None:
+            schema = load_raw_schema(tr_id)
+            subject = topics.subject(self.topology.raw(tr_id))
+            schema_id = self.registry.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+            encoder = self._encoders[tr_id] = ConfluentEncoder(schema, schema_id)
+            spec = self.catalogue[tr_id]
+            template: dict[str, Any] = {f.column: None for f in spec.fields}
+            template.update(
+                tr_id=tr_id, venue=spec.venue, session="bench", seq=0, index=0, extra_fields=None
+            )
+            self._templates[tr_id] = template
+        return encoder
+
+    def raw(self, tr_id: str, symbol: str, fields: dict[str, Any]) -> Raw:
+        encoder = self.encoder(tr_id)
+        datum = dict(self._templates[tr_id])
+        datum.update(symbol=symbol, event_time=None, received_at=0)
+        datum.update(fields)
+        return self.topology.raw(tr_id), symbol.encode(), encoder.encode(datum)
+
+
+class Market:
+    """A random walk per symbol: books, trades and program counters around it."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.price = dict.fromkeys(SYMBOLS, 70_000)
+        self.program = {s: [0, 0, 0, 0] for s in SYMBOLS}
+
+    def step(self, symbol: str) -> int:
+        self.price[symbol] += self.rng.choice((-100, 0, 0, 100))
+        return self.price[symbol]
+
+    def book(self, symbol: str, received_at: int, event_time: int) -> dict[str, Any]:
+        mid = self.step(symbol)
+        fields: dict[str, Any] = {"received_at": received_at, "event_time": event_time}
+        for i in range(1, 11):
+            fields[f"askp{i}"] = mid + 100 * i
+            fields[f"bidp{i}"] = mid - 100 * (i - 1)
+            fields[f"askp_rsqn{i}"] = self.rng.randint(1, 500)
+            fields[f"bidp_rsqn{i}"] = self.rng.randint(1, 500)
+        fields["total_askp_rsqn"] = sum(fields[f"askp_rsqn{i}"] for i in range(1, 11))
+        fields["total_bidp_rsqn"] = sum(fields[f"bidp_rsqn{i}"] for i in range(1, 11))
+        return fields
+
+    def trade(self, symbol: str, received_at: int, instant_ms: int) -> dict[str, Any]:
+        local = instant_ms + KST_OFFSET_MS
+        side = self.rng.choice(("1", "5"))
+        return {
+            "received_at": received_at,
+            "event_time": instant_ms - instant_ms % 1000,
+            "bsop_date": local // DAY_MS,
+            "stck_cntg_hour": local % DAY_MS - local % 1000,
+            "stck_prpr": self.step(symbol),
+            "cntg_vol": self.rng.randint(1, 100),
+            "cntg_cls_code": side,
+            "ccld_dvsn": side,
+        }
+
+    def program_update(self, symbol: str, received_at: int, event_time: int) -> dict[str, Any]:
+        counters = self.program[symbol]
+        counters[0] += self.rng.randint(0, 100)
+        counters[1] += self.rng.randint(0, 100)
+        counters[2] = counters[0] * 70_000
+        counters[3] = counters[1] * 70_000
+        return {
+            "received_at": received_at,
+            "event_time": event_time,
+            "shnu_cnqn": counters[0],
+            "seln_cnqn": counters[1],
+            "shnu_tr_pbmn": counters[2],
+            "seln_tr_pbmn": counters[3],
+            "ntby_cnqn": counters[0] - counters[1],
+            "ntby_tr_pbmn": counters[2] - counters[3],
+        }
+
+
+def events(
+    stream: str, writer: RawWriter, market: Market, n: int, clock: Callable[[], int]
+) -> Iterator[Raw]:
+    """N raw records for a stream, round-robin over symbols and the stream's TRs.
+
+    `clock()` gives epoch microseconds: the records' receive time (and event time).
+    """
+    trs = INPUT_TRS[stream]
+    for i in range(n):
+        symbol = SYMBOLS[i % len(SYMBOLS)]
+        tr_id = trs[(i // len(SYMBOLS)) % len(trs)]
+        now_us = clock()
+        if stream in ("imbalance", "spread"):
+            fields = market.book(symbol, now_us, now_us // 1000)
+        elif stream == "bars":
+            fields = market.trade(symbol, now_us, now_us // 1000)
+        else:
+            fields = market.program_update(symbol, now_us, now_us // 1000)
+        yield writer.raw(tr_id, symbol, fields)
+
+
+@contextlib.contextmanager
+def _services(bootstrap: str | None, registry: str | None) -> Iterator[tuple[str, str]]:
+    if bootstrap and registry:
+        yield bootstrap, registry
+        return
+    from kis_stream.services import LocalServices
+
+    with LocalServices(Path(".local/bench-services")) as services:
+        yield services.bootstrap, services.registry_url
+
+
+@contextlib.contextmanager
+def _worker(stream: str, topology: Topology, bootstrap: str, registry: str) -> Iterator[None]:
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP=bootstrap,
+        SCHEMA_REGISTRY_URL=registry,
+        TOPIC_PREFIX=topology.prefix,
+        PROCESSORS_APP_ID=topology.app_id,
+        PROCESSORS_STREAMS=stream,
+        PROCESSORS_STANDBY_REPLICAS="0",
+        PROCESSORS_LOG_LEVEL="warning",
+    )
+    with tempfile.TemporaryDirectory() as data_dir:
+        env["PROCESSORS_DATA_DIR"] = data_dir
+        log = open(Path(data_dir) / "worker.log", "w")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kis_stream.cli", "process", "--without-web"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    ordered = sorted(values)
+
+    def pick(q: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
+
+    return {
+        "p50": pick(0.5),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": pick(1.0),
+        "samples": len(ordered),
+    }
+
+
+def run_stream(
+    stream: str, bootstrap: str, registry: str, n: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Throughput over a backlog of `n` events, then latency at `rate` events/s."""
+    tag = uuid.uuid4().hex[:6]
+    topology = Topology(f"bench{tag}.", f"bench-{stream}-{tag}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics(
+        [NewTopic(name, PARTITIONS, 1) for name in topology.inputs(stream)]
+    ).values():
+        future.result(30)
+    writer, market = RawWriter(registry, topology), Market()
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 2_000_000}
+    )
+    # Throughput: the backlog is in the topics before the worker starts.
+    t0_us = (int(time.time()) - 3_600) * 1_000_000
+    step = iter(range(t0_us, t0_us + n * 1_000, 1_000))  # 1 ms of event time per event
+    for topic, key, value in events(stream, writer, market, n, lambda: next(step)):
+        producer.produce(topic, value, key)
+        producer.poll(0)
+    if stream == "bars":  # one later tick per symbol closes every open bar by event time
+        late_us = t0_us + n * 1_000 + 5_000_000
+        for symbol in SYMBOLS:
+            for tr_id in INPUT_TRS["bars"]:
+                producer.produce(
+                    *_kv(writer.raw(tr_id, symbol, market.trade(symbol, late_us, late_us // 1000)))
+                )
+    producer.flush(60)
+    outputs = topology.outputs(stream)[:1]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{tag}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(list(outputs))
+    decoder = AvroDecoder(registry_client(registry))
+    with _worker(stream, topology, bootstrap, registry):
+        first = last = None
+        count, idle_since = 0, time.monotonic()
+        deadline = time.monotonic() + 60 + n / 2_000
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                if count and time.monotonic() - idle_since > 5:
+                    break
+                continue
+            idle_since = time.monotonic()
+            stamp = message.timestamp()[1]
+            first = stamp if first is None else min(first, stamp)
+            last = stamp if last is None else max(last, stamp)
+            count += 1
+        if not count or first is None or last is None or last <= first:
+            raise click.ClickException(f"{stream}: the worker produced no output")
+        throughput = n / ((last - first) / 1000)
+        latencies = _latency(stream, writer, market, producer, consumer, decoder, rate, seconds)
+    consumer.close()
+    return {
+        "stream": stream,
+        "backlog_events": n,
+        "outputs_seen": count,
+        "events_per_s": round(throughput),
+        "latency_rate_per_s": rate,
+        "latency_ms": _percentiles(latencies),
+    }
+
+
+def _kv(raw: Raw) -> tuple[str, bytes, bytes]:
+    topic, key, value = raw
+    return topic, value, key
+
+
+def _latency(
+    stream: str,
+    writer: RawWriter,
+    market: Market,
+    producer: Producer,
+    consumer: Consumer,
+    decoder: AvroDecoder,
+    rate: float,
+    seconds: float,
+) -> list[float]:
+    """Produce at `rate` for `seconds`; per derived record, ms from input to its arrival."""
+    sent_at: dict[int, float] = {}
+    latencies: list[float] = []
+
+    def observe(timeout: float) -> None:
+        message = consumer.poll(timeout)
+        if message is None or message.error():
+            return
+        arrived = time.time()
+        value = decoder.decode(message.value())
+        if stream == "bars":
+            latencies.append((arrived - value["window_end"] / 1000) * 1000)
+            return
+        if stream == "spread":
+            received = value[f"{value['trigger_venue'].lower()}_received_at"]
+        else:
+            received = value["received_at"]
+        sent = sent_at.get(received) if received is not None else None
+        if sent is not None:
+            latencies.append((arrived - sent) * 1000)
+
+    last_us = 0
+
+    def clock() -> int:
+        nonlocal last_us
+        last_us = max(last_us + 1, int(time.time() * 1_000_000))
+        return last_us
+
+    start = time.monotonic()
+    interval = 1 / rate
+    generated = events(stream, writer, market, int(rate * seconds), clock)
+    for i, (topic, key, value) in enumerate(generated):
+        due = start + i * interval
+        while time.monotonic() < due:
+            observe(0)
+            time.sleep(min(0.0005, max(0.0, due - time.monotonic())))
+        sent_at[last_us] = time.time()
+        producer.produce(topic, value, key)
+        producer.poll(0)
+    producer.flush(30)
+    drain_until = time.monotonic() + 5
+    while time.monotonic() < drain_until:
+        observe(0.1)
+    return latencies
+
+
+@click.command("process")
+@click.option(
+    "--streams", default="imbalance,spread,bars,program", show_default=True, help="Which streams."
+)
+@click.option("--events", "n", default=100_000, show_default=True, help="Backlog per stream.")
+@click.option("--rate", default=2_000.0, show_default=True, help="Events/s of the latency run.")
+@click.option("--seconds", default=10.0, show_default=True, help="Length of the latency run.")
+@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", help="Broker (default: start a local one).")
+@click.option("--registry", envvar="SCHEMA_REGISTRY_URL", help="Registry URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bench_process(
+    streams: str,
+    n: int,
+    rate: float,
+    seconds: float,
+    bootstrap: str | None,
+    registry: str | None,
+    as_json: bool,
+) -> None:
+    """Throughput (events/s per worker) and latency of each Faust stream."""
+    results = []
+    with _services(bootstrap, registry) as (broker, registry_url):
+        for stream in [s.strip() for s in streams.split(",") if s.strip()]:
+            result = run_stream(stream, broker, registry_url, n, rate, seconds)
+            results.append(result)
+            if not as_json:
+                lat = result["latency_ms"]
+                click.echo(
+                    f"{stream:10s} {result['events_per_s']:>8,} events/s   latency at "
+                    f"{rate:,.0f}/s p50 {lat['p50']} ms  p95 {lat['p95']} ms  "
+                    f"p99 {lat['p99']} ms  max {lat['max']} ms  (n={lat['samples']})"
+                )
+    if as_json:
+        click.echo(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
