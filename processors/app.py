@@ -29,6 +29,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from kis_stream import topics
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
+from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
 from processors.topology import BARS_LATE_OUT, BARS_OUT, Topology
 from schemas import DERIVED
 
@@ -76,6 +77,11 @@ class Processors:
         self.topology = Topology(settings.topic_prefix, settings.app_id)
         self.registry = registry or registry_client(settings.schema_registry_url)
         self.decoder = AvroDecoder(self.registry)
+        self.decoders = {
+            "bars": AvroDecoder(self.registry, TRADE_FIELDS),
+            "imbalance": AvroDecoder(self.registry, BOOK_FIELDS),
+            "spread": AvroDecoder(self.registry, BOOK_FIELDS),
+        }
         self.encoders: dict[str, AvroEncoder] = {}
         self.outputs: dict[str, faust.TopicT] = {}
         self.internals: dict[str, faust.TopicT] = {}
@@ -141,7 +147,7 @@ class Processors:
     def decode(self, stream: str, data: Any) -> dict[str, Any] | None:
         """A raw record, or None (counted and logged) when the bytes are not one."""
         try:
-            return self.decoder.decode(data)
+            return self.decoders.get(stream, self.decoder).decode(data)
         except WireError as exc:
             self.stats[stream].skip("undecodable", exc)
             return None

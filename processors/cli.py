@@ -100,4 +100,7 @@ def run(settings: ProcessorSettings) -> None:
         err=True,
     )
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
+    # Faust's terminal spinner lowers the root logger to DEBUG at WARN and above, which
+    # makes every library debug call build a log record: a large cost per event.
+    worker.spinner = None
     worker.execute_from_commandline()

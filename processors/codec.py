@@ -41,11 +41,29 @@ def registry_client(url: str) -> SchemaRegistryClient:
     return SchemaRegistryClient.new_client({"url": url})
 
 
-class AvroDecoder:
-    """Decodes values written with any schema the registry knows (raw TR topics)."""
+def truncate_fields(schema: Any, needed: frozenset[str] | None) -> Any:
+    """A record schema cut after the last of the `needed` fields.
 
-    def __init__(self, client: SchemaRegistryClient) -> None:
+    Avro writes fields in order with no framing, so a reader can stop after the last field
+    it needs: the trailing bytes are simply not read (a third of a book record).
+    """
+    if needed is None or not isinstance(schema, dict) or schema.get("type") != "record":
+        return schema
+    fields = schema["fields"]
+    last = max((i for i, f in enumerate(fields) if f["name"] in needed), default=len(fields) - 1)
+    return {**schema, "fields": fields[: last + 1]}
+
+
+class AvroDecoder:
+    """Decodes values written with any schema the registry knows (raw TR topics).
+
+    With `needed`, only the fields up to the last needed one are read (see
+    `truncate_fields`): the record then lacks the later fields.
+    """
+
+    def __init__(self, client: SchemaRegistryClient, needed: frozenset[str] | None = None) -> None:
         self.client = client
+        self.needed = needed
         self._schemas: dict[int, Any] = {}
 
     def schema(self, schema_id: int) -> Any:
@@ -56,7 +74,8 @@ class AvroDecoder:
             except Exception as exc:  # the registry's errors are not one class
                 raise WireError(f"schema id {schema_id} not found in the registry: {exc}") from exc
             assert text is not None
-            parsed = fastavro.parse_schema(strip_logical_types(json.loads(text)))
+            plain = strip_logical_types(json.loads(text))
+            parsed = fastavro.parse_schema(truncate_fields(plain, self.needed))
             self._schemas[schema_id] = parsed
         return parsed
 

@@ -34,8 +34,9 @@ def tick_size(price: float) -> int:
     """The KRX tick size at `price` (the band containing it)."""
     size = TICK_BANDS[0][1]
     for lower, band_tick in TICK_BANDS:
-        if price >= lower:
-            size = band_tick
+        if price < lower:
+            break
+        size = band_tick
     return size
 
 
@@ -47,6 +48,9 @@ def ticks_between(low: float, high: float) -> float:
     """
     if high < low:
         return -ticks_between(high, low)
+    size = tick_size(low)
+    if size == tick_size(high):  # the usual case: one band
+        return (high - low) / size
     total = 0.0
     for i, (lower, size) in enumerate(TICK_BANDS):
         upper = TICK_BANDS[i + 1][0] if i + 1 < len(TICK_BANDS) else float("inf")

@@ -133,6 +133,12 @@ def trade_from(record: Mapping[str, Any]) -> Trade | str:
     return Trade(symbol, venue, instant - instant % 1000, price, volume, trade_side(code))
 
 
+TRADE_FIELDS = frozenset(
+    {"stck_prpr", "cntg_vol", "bsop_date", "stck_cntg_hour", "cntg_cls_code", "ccld_dvsn"}
+)
+"""Raw trade fields the bars read (the decoder stops after the last of them)."""
+
+
 # ----------------------------------------------------------------------------------- books
 
 ASK_PRICES = tuple(f"askp{i}" for i in range(1, LEVELS + 1))
@@ -170,6 +176,14 @@ def _level(price: int | None, qty: int | None) -> bool:
     return price is not None and price > 0 and qty is not None and qty > 0
 
 
+def _ints(record: Mapping[str, Any], names: tuple[str, ...]) -> tuple[int | None, ...]:
+    values = tuple(map(record.get, names))
+    for value in values:
+        if value is not None and (value.__class__ is not int):
+            return tuple(_int(v) for v in values)  # not from the Avro decoder: check each
+    return values
+
+
 def book_from(record: Mapping[str, Any]) -> Book | str:
     """A 10-level book snapshot, or the reason the record is not one."""
     symbol, venue = record.get("symbol"), record.get("venue")
@@ -178,19 +192,24 @@ def book_from(record: Mapping[str, Any]) -> Book | str:
     received_at = _int(record.get("received_at"))
     if received_at is None:
         return "no received_at"
-    get = record.get
     return Book(
         symbol=symbol,
         venue=venue,
-        event_time=_int(get("event_time")),
+        event_time=_int(record.get("event_time")),
         received_at=received_at,
-        ask=tuple(_int(get(name)) for name in ASK_PRICES),
-        bid=tuple(_int(get(name)) for name in BID_PRICES),
-        ask_qty=tuple(_int(get(name)) for name in ASK_QTYS),
-        bid_qty=tuple(_int(get(name)) for name in BID_QTYS),
-        total_ask_qty=_int(get("total_askp_rsqn")),
-        total_bid_qty=_int(get("total_bidp_rsqn")),
+        ask=_ints(record, ASK_PRICES),
+        bid=_ints(record, BID_PRICES),
+        ask_qty=_ints(record, ASK_QTYS),
+        bid_qty=_ints(record, BID_QTYS),
+        total_ask_qty=_int(record.get("total_askp_rsqn")),
+        total_bid_qty=_int(record.get("total_bidp_rsqn")),
     )
+
+
+BOOK_FIELDS = frozenset(
+    {*ASK_PRICES, *BID_PRICES, *ASK_QTYS, *BID_QTYS, "total_askp_rsqn", "total_bidp_rsqn"}
+)
+"""Raw book fields the streams read (the decoder stops after the last of them)."""
 
 
 # --------------------------------------------------------------------------------- program
