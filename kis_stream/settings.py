@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     # --- Kafka and the schema registry ---
     kafka_bootstrap: str = "127.0.0.1:9092"
     schema_registry_url: str = "http://127.0.0.1:8081"
+    schema_registry_timeout_s: float = Field(10.0, gt=0)
+    """Per-request timeout of schema-registry calls."""
     schema_registry_basic_auth: SecretStr | None = None
     """`user:password` for a registry behind basic auth."""
     kafka_security_protocol: str | None = None
@@ -366,8 +368,13 @@ class Settings(BaseSettings):
         config.update(self.kafka_config)
         return config
 
-    def registry_config(self) -> dict[str, str]:
-        config = {"url": self.schema_registry_url}
+    def registry_config(self) -> dict[str, Any]:
+        # confluent-kafka's registry client waits forever by default: a registry that
+        # accepts connections but never answers would hang the producer's start-up.
+        config: dict[str, Any] = {
+            "url": self.schema_registry_url,
+            "timeout": self.schema_registry_timeout_s,
+        }
         if self.schema_registry_basic_auth is not None:
             config["basic.auth.user.info"] = self.schema_registry_basic_auth.get_secret_value()
         return config

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
@@ -58,7 +59,7 @@ class TopicNames:
 class SchemaIds:
     """subject -> registered schema id, remembered on disk per (subject, schema text)."""
 
-    def __init__(self, registry_config: dict[str, str], cache_path: Path | None) -> None:
+    def __init__(self, registry_config: dict[str, Any], cache_path: Path | None) -> None:
         self._client = SchemaRegistryClient(registry_config)
         self._cache_path = cache_path
         self._cache: dict[str, int] = {}
