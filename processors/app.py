@@ -30,7 +30,7 @@ from kis_stream import topics
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
-from processors.topology import BARS_LATE_OUT, BARS_OUT, Topology
+from processors.topology import BARS_LATE_OUT, BARS_OUT
 from schemas import DERIVED
 
 log = logging.getLogger("processors")
@@ -74,7 +74,7 @@ class Processors:
     ) -> None:
         self.settings = settings
         self.partitions = dict(partitions)
-        self.topology = Topology(settings.topic_prefix, settings.app_id)
+        self.topology = settings.topology()
         self.registry = registry or registry_client(settings.schema_registry_url)
         self.decoder = AvroDecoder(self.registry)
         self.decoders = {
@@ -165,8 +165,7 @@ def from_environment() -> Processors:
 
     settings = ProcessorSettings()  # type: ignore[call-arg]  # (env aliases)
     admin = topology.admin_client(settings.kafka_bootstrap)
-    names = topology.Topology(settings.topic_prefix, settings.app_id)
-    partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
+    partitions = topology.plan(admin, settings.topology(), settings.streams, settings.topic_wait)
     return Processors(settings, partitions)
 
 

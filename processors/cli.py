@@ -21,7 +21,7 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
     from processors import topology
 
     admin = topology.admin_client(settings.kafka_bootstrap)
-    names = topology.Topology(settings.topic_prefix, settings.app_id)
+    names = settings.topology()
     partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
     wanted: dict[str, int] = {}
     for stream, count in partitions.items():

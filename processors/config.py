@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from processors.topology import Topology
+
 STREAMS = ("bars", "imbalance", "program", "spread")
 
 
@@ -29,6 +31,8 @@ class ProcessorSettings(BaseSettings):
         "kis.", validation_alias=AliasChoices("PROCESSORS_TOPIC_PREFIX", "TOPIC_PREFIX")
     )
     """Prefix of the raw and derived topics (the producer's TOPIC_PREFIX)."""
+    output_prefix: str | None = None
+    """Prefix of the derived topics if not `topic_prefix` (to run a second deployment)."""
     app_id: str = "kis-stream-processors"
     """Faust app id: the consumer group and the prefix of the changelog topics."""
     streams: Annotated[tuple[str, ...], NoDecode] = STREAMS
@@ -79,6 +83,9 @@ class ProcessorSettings(BaseSettings):
         if not value:
             raise ValueError("no stream selected")
         return tuple(dict.fromkeys(value))
+
+    def topology(self) -> Topology:
+        return Topology(self.topic_prefix, self.app_id, self.output_prefix)
 
     def broker_urls(self) -> list[str]:
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",") if host]

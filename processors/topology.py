@@ -51,13 +51,16 @@ class Topology:
 
     prefix: str = "kis."
     app_id: str = "kis-stream-processors"
+    output_prefix: str | None = None
+    """Prefix of the derived topics when it differs from the raw topics' (blue/green runs)."""
 
     def raw(self, tr_id: str) -> str:
         return topics.raw_topic(tr_id, self.prefix)
 
     def derived(self, name: str) -> str:
-        """A derived topic's name under this prefix (`kis.bars.1s` -> `<prefix>bars.1s`)."""
-        return self.prefix + name.removeprefix("kis.")
+        """A derived topic's name under the output prefix (`kis.bars.1s` -> `<p>bars.1s`)."""
+        prefix = self.output_prefix if self.output_prefix is not None else self.prefix
+        return prefix + name.removeprefix("kis.")
 
     def inputs(self, stream: str) -> tuple[str, ...]:
         return tuple(self.raw(tr_id) for tr_id in INPUT_TRS[stream])
