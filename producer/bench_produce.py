@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -52,12 +53,14 @@ def _serve(config: SimConfig, ports: Any, stop: Any) -> None:
 
 
 @contextlib.contextmanager
-def _simulator(rate: float) -> Iterator[str]:
+def _simulator(rate: float, replay: Path | None = None, replay_speed: float = 1.0) -> Iterator[str]:
+    """The simulator in a child process: load mode at `rate`, or replaying a recording."""
     ctx = mp.get_context("spawn")
     ports, stop = ctx.Queue(), ctx.Event()
     config = SimConfig(
-        market=MarketConfig(seed=1, symbols=DEFAULT_SYMBOLS), start=9 * 3600 + 300, load=rate,
-        max_queue=2_000_000,
+        market=MarketConfig(seed=1, symbols=DEFAULT_SYMBOLS), start=9 * 3600 + 300,
+        load=None if replay else rate, replay=replay, replay_speed=replay_speed,
+        max_queue=5_000_000,
     )  # fmt: skip
     proc = ctx.Process(target=_serve, args=(config, ports, stop), daemon=True)
     proc.start()
@@ -185,6 +188,92 @@ def measure_latency(
     }
 
 
+def record_load(path: Path, rate: float, seconds: float) -> int:
+    """Record `seconds` of load-mode traffic for the whole plan (producer sessions, no Kafka):
+    the frames a replay run later serves at a multiple of their pace. Returns records."""
+    from producer.approval import ApprovalKeys
+    from producer.catalogue import load_catalogue
+    from producer.record_file import FrameRecorder
+    from producer.service import build_plan
+    from producer.session import Session, SessionConfig
+
+    recorder, lock, records = FrameRecorder(path), threading.Lock(), [0]
+
+    def keep(item: tuple[str, int, int, bytes]) -> None:
+        raw = item[3]
+        with lock:
+            recorder.write(item[2], raw)
+            if raw[:1] == b"0":
+                records[0] += int(raw[raw.index(b"|", 2) + 1 : raw.index(b"|", 2) + 4])
+
+    with _simulator(rate) as sim_url, tempfile.TemporaryDirectory() as work:
+        values = _settings_values("unused:9092", "http://unused", sim_url, 5.0)
+        settings = load_settings(env_file=None, **values)
+        plans, creds = build_plan(settings, load_catalogue())
+        approvals = ApprovalKeys(sim_url, Path(work), ttl_s=3600)
+        config = SessionConfig(ws_url=settings.target().ws_url, subscribe_interval_s=0.0)
+        sessions = [
+            Session(plan, cred, approvals, config, on_frame=keep, on_status=lambda e: None)
+            for plan, cred in zip(plans, creds, strict=True)
+        ]
+        for session in sessions:
+            session.start()
+        time.sleep(seconds)
+        for session in sessions:
+            session.stop()
+        for session in sessions:
+            session.join(10)
+    recorder.close()
+    return records[0]
+
+
+def measure_replay_throughput(
+    recording: Path, speed: float, seconds: float, warmup: float, bootstrap: str, registry: str,
+    linger_ms: float,
+) -> dict[str, Any]:  # fmt: skip
+    """One producer fed by a replay (cheap upstream) faster than it can go: its own ceiling."""
+    from producer.service import ProducerService, tune_gc
+
+    with _simulator(0, recording, speed) as sim_url, tempfile.TemporaryDirectory() as spool:
+        values = _settings_values(bootstrap, registry, sim_url, linger_ms)
+        settings = load_settings(env_file=None, producer_spool_dir=Path(spool), **values)
+        service = ProducerService(settings)
+        service.start()
+        tune_gc()
+        try:
+            _wait(lambda: service.ready()[0], 60, "sessions did not start streaming")
+            time.sleep(warmup)
+            pipeline = service.pipeline
+            assert pipeline is not None
+            (rec0, fr0), t0, cpu0 = (
+                _end_offsets(bootstrap, settings.topic_prefix),
+                time.monotonic(),
+                os.times(),
+            )
+            time.sleep(seconds)
+            (rec1, fr1), t1, cpu1 = (
+                _end_offsets(bootstrap, settings.topic_prefix),
+                time.monotonic(),
+                os.times(),
+            )
+            backlog = pipeline.backlog
+        finally:
+            service.stop()
+    elapsed = t1 - t0
+    return {
+        "target_records_per_s": None,
+        "source": f"replay x{speed:g}",
+        "shards": 1,
+        "seconds": round(elapsed, 2),
+        "acked_records_per_s": round((rec1 - rec0) / elapsed),
+        "acked_frames_per_s": round((fr1 - fr0) / elapsed),
+        "producer_cpu_s_per_s": round(
+            ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
+        ),
+        "backlog_frames_at_end": backlog,
+    }
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -281,6 +370,21 @@ def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
     help="Producer processes sharing the plan in the throughput run.",
 )
 @click.option(
+    "--replay-speed",
+    default=3.0,
+    show_default=True,
+    help="Replay run: pace multiple of the recorded load (0 skips the run).",
+)
+@click.option(
+    "--record-rate",
+    default=20_000.0,
+    show_default=True,
+    help="Replay run: load-mode rate of the recording.",
+)
+@click.option(
+    "--record-seconds", default=30.0, show_default=True, help="Replay run: length of the recording."
+)
+@click.option(
     "--latency-rate",
     default=5_000.0,
     show_default=True,
@@ -293,25 +397,42 @@ def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
 @click.option("--registry", envvar="SCHEMA_REGISTRY_URL", help="Registry URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench_produce(
-    max_rate: float, shards: int, latency_rate: float, seconds: float, warmup: float,
-    linger_ms: float, bootstrap: str | None, registry: str | None, as_json: bool,
+    max_rate: float, shards: int, replay_speed: float, record_rate: float, record_seconds: float,
+    latency_rate: float, seconds: float, warmup: float, linger_ms: float,
+    bootstrap: str | None, registry: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Producer: sustained acked records/s, and receive-to-ack latency at 5,000 records/s."""
-    with _broker(bootstrap, registry) as (kafka, reg):
+    """Producer: sustained acked records/s, and receive-to-ack latency at 5,000 records/s.
+
+    Three runs: throughput fed by simulator load (the simulator competes for the CPU),
+    throughput fed by a replay of recorded load (a cheap upstream, like remote KIS), and
+    latency at a fixed load.
+    """
+    with _broker(bootstrap, registry) as (kafka, reg), tempfile.TemporaryDirectory() as work:
         results = [
-            {"run": "throughput",
+            {"run": "throughput", "source": "simulator load",
              **measure_throughput(max_rate, shards, seconds, warmup, kafka, reg, linger_ms)},
-            {"run": "latency",
-             **measure_latency(latency_rate, seconds, warmup, kafka, reg, linger_ms)},
         ]  # fmt: skip
+        if replay_speed > 0:
+            recording = Path(work) / "load.jsonl.gz"
+            recorded = record_load(recording, record_rate, record_seconds)
+            run = measure_replay_throughput(
+                recording, replay_speed, seconds, warmup, kafka, reg, linger_ms
+            )
+            run["recorded_records"] = recorded
+            results.append({"run": "throughput", **run})
+        results.append(
+            {"run": "latency", "source": "simulator load",
+             **measure_latency(latency_rate, seconds, warmup, kafka, reg, linger_ms)}
+        )  # fmt: skip
     if as_json:
         click.echo(json.dumps({"bench": "produce", "machine": _machine(), "results": results}))
         return
     click.echo(f"machine: {_machine()}")
     for r in results:
+        target = r["target_records_per_s"]
+        offered = f"load {target:,.0f}/s" if target else r["source"]
         line = (
-            f"{r['run']:>10}: load {r['target_records_per_s']:,.0f}/s, "
-            f"{r['shards']} process(es) -> "
+            f"{r['run']:>10}: {offered}, {r['shards']} process(es) -> "
             f"{r['acked_records_per_s']:,} records/s acked (+{r['acked_frames_per_s']:,} raw "
             f"frames/s), producer CPU {r['producer_cpu_s_per_s']} s/s"
         )
