@@ -63,7 +63,8 @@ def frame_tr_id(frame: bytes) -> str | None:
 
 def frame_key(frame: bytes, tr_id: str | None) -> bytes | None:
     """Partition key: the plain frame's first field (its symbol), so that one symbol's frames
-    stay in order in one partition; None (round-robin) when it cannot be read cheaply."""
+    stay in order in one partition; None when it cannot be read cheaply (the caller then keys
+    by session slot)."""
     if tr_id is None or frame[0:1] != b"0":
         return None
     start = frame.find(b"|", 3 + len(tr_id))  # after <enc>|<tr_id>|<count>

@@ -138,7 +138,10 @@ class Pipeline:
         if self._recorder is not None:
             self._recorder.write(received_at, raw)
         tr_id = frame_tr_id(raw)
-        key = frame_key(raw, tr_id) or conn_id.encode()
+        # Plain frames by symbol; everything else (acknowledgements, encrypted notices) by the
+        # session slot, so that a slot's keys and its encrypted frames keep their order across
+        # reconnects in one partition -- what redecode needs.
+        key = frame_key(raw, tr_id) or conn_id.partition(".")[0].encode()
         self._sink.send(
             self._codec.topics.frames,
             key,

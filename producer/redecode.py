@@ -12,8 +12,9 @@ by (`session`, `seq`, `index`), identical in both copies, which is the key to de
 on downstream.
 
 Order: frames of one symbol share a partition of `kis.frames` (keyed by symbol), and a
-connection's subscribe acknowledgements share a partition with its encrypted frames (keyed
-by connection), so per-symbol order and AES re-keying are preserved partition by partition.
+session slot's subscribe acknowledgements share a partition with its encrypted frames, over
+all its connections (keyed by slot), so per-symbol order and AES re-keying are preserved
+partition by partition.
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ class ProducerService:
         self.health: HealthServer | None = None
         self._lock: contextlib.ExitStack = contextlib.ExitStack()
         self._started = False
+        self._stopped = False
         self.spooled_at_close = 0
 
     # --- start ---
@@ -299,8 +300,8 @@ class ProducerService:
     def _on_status(self, event: StatusEvent) -> None:
         if event.event == "disconnected":
             self.metrics.reconnects.labels(event.session).inc()
-        assert self.pipeline is not None
-        self.pipeline.submit_status(event)
+        if self.pipeline is not None:
+            self.pipeline.submit_status(event)
 
     def _on_state(self, name: str, state: SessionState) -> None:
         self.metrics.set_session_state(name, state)
@@ -325,22 +326,26 @@ class ProducerService:
     # --- stop ---
     def stop(self) -> None:
         """Stop reading, finish queued frames, flush (spooling the rest); idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for session in self.sessions:
             session.stop()
         for session in self.sessions:
             session.join(10)
         if self.pipeline is not None:
             self.pipeline.stop()
-            self.pipeline = None if not self.pipeline.alive else self.pipeline
+            if self.pipeline.backlog:
+                log.critical(
+                    "pipeline died with frames unprocessed",
+                    extra={"frames": self.pipeline.backlog},
+                )
         if self.sink is not None:
             self.spooled_at_close = self.sink.close(self.settings.shutdown_flush_timeout_s)
-            self.sink = None
         if self.recorder is not None:
             self.recorder.close()
-            self.recorder = None
         if self.health is not None:
             self.health.stop()
-            self.health = None
         self._lock.close()
 
     def wait(self, stop: threading.Event) -> int:

@@ -158,6 +158,11 @@ class KafkaSink:
         return self._spooling
 
     @property
+    def spool_depth(self) -> int:
+        """Records on disk the broker has not acknowledged."""
+        return self._spool.depth
+
+    @property
     def acked(self) -> int:
         return self._acks.acked
 
