@@ -128,6 +128,8 @@ def test_acknowledged_keys_decrypt_later_frames_of_that_connection_only() -> Non
     topics = [t for t, *_ in sink.sent if t != "x.frames"]
     assert topics == ["x.dead-letter", "x.h0stcni0", "x.dead-letter"]
     assert [t for t, *_ in sink.sent].count("x.frames") == 4  # the ack is kept for redecode
+    # Acks and encrypted frames share the slot's partition across its connections.
+    assert {k for t, k, _, _ in sink.sent if t == "x.frames"} == {b"s0"}
 
 
 def test_status_events_and_drift_are_published_and_counted() -> None:
