@@ -95,6 +95,8 @@ class Processors:
             topic_replication_factor=settings.replication,
             table_standby_replicas=settings.standby_replicas,
             broker_commit_interval=settings.commit_interval,
+            broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
             consumer_auto_offset_reset="earliest",
             producer_linger=settings.producer_linger_ms / 1000,
             web_enabled=settings.web_enabled,

@@ -53,8 +53,11 @@ class ProcessorSettings(BaseSettings):
     """After recovery, bars published within this many seconds before the last one are resent."""
     spread_max_age_ms: float = 5_000.0
     """Skip a KRX/NXT pair whose quotes were received further apart than this."""
-    spread_max_wait: float = 0.25
-    """Seconds a trigger waits for the other venue's topic to be read past its receive time."""
+    spread_settle: float = 0.1
+    """Seconds a trigger waits, once the other venue's partition is read to its end, for
+    records still in flight (then it pairs with what the other venue has)."""
+    spread_max_wait: float = 5.0
+    """Last resort: seconds after which a trigger is paired with whatever has been read."""
     spread_history: int = 8
     """Quotes per venue and symbol kept in the table, so that a trigger replayed after a
     restart pairs with the same quote (covers that many updates since the last commit)."""
@@ -65,6 +68,8 @@ class ProcessorSettings(BaseSettings):
     """Replication factor of the topics the processors create (outputs, changelogs)."""
     standby_replicas: int = 1
     commit_interval: float = 2.8
+    session_timeout: float = 30.0
+    """Seconds before the group drops a worker that stopped answering (a SIGKILLed one)."""
     producer_linger_ms: float = 5.0
 
     @field_validator("streams", mode="before")

@@ -9,10 +9,11 @@ the pair is further apart than the staleness bound.
 Why as-of and not "whatever the other side's latest is when the agent gets here": the agent
 sees the two topics interleaved in fetch-batch order, which differs from run to run, between
 one worker and two, and after a restart. To pair on receive time the agent holds a trigger
-until the other topic's partition has been read past the trigger's receive time (its
-watermark) or, for a quiet partition, until `PROCESSORS_SPREAD_MAX_WAIT` has passed; held
-events are acknowledged only once published, so a crash replays them. The quote history in
-the table makes a replayed trigger find the same quote again, so the output is the same.
+until the other venue's partition has been read past the trigger's receive time (its
+watermark), or has been read to its end and `PROCESSORS_SPREAD_SETTLE` has passed (a quiet
+venue), or, as a last resort, `PROCESSORS_SPREAD_MAX_WAIT` has passed. Held events are
+acknowledged only once published, so a crash replays them; the quote history in the table
+makes a replayed trigger find the same quote again, so the output is the same.
 
 Ages are measured on the producer's receive times (microseconds), not on the books' HHMMSS
 stamps (whole seconds only) and never on the processor's clock.
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
+from faust.types import TP
 
 from kis_stream import topics
 from processors.inputs import Book, book_from
@@ -137,19 +139,23 @@ class SpreadJoin:
         *,
         max_age_ms: float,
         history: int = 8,
-        max_wait_s: float = 0.25,
+        max_wait_s: float = 5.0,
+        settle_s: float = 0.1,
     ) -> None:
         self.store = store
         self.max_age_ms = max_age_ms
         self.history = max(1, history)
         self.max_wait_s = max_wait_s
+        self.settle_s = settle_s
         self.watermarks: dict[tuple[int, str], int] = {}
+        self.last_offsets: dict[tuple[int, str], int] = {}
         self.held: dict[int, deque[Held]] = defaultdict(deque)
         self.recent: dict[tuple[str, str], deque[list[Any]]] = {}
 
     def reset(self) -> None:
         """Forget the in-memory view (after a rebalance: the table is the truth again)."""
         self.watermarks.clear()
+        self.last_offsets.clear()
         self.recent.clear()
 
     def on_book(
@@ -171,16 +177,32 @@ class SpreadJoin:
         mark = (partition, venue)
         if book.received_at > self.watermarks.get(mark, -1):
             self.watermarks[mark] = book.received_at
+        if offset > self.last_offsets.get(mark, -1):
+            self.last_offsets[mark] = offset
         self.held[partition].append(Held(book.symbol, venue, quote, partition, wall, token))
         decided = self._release(partition, wall)
         self._trim(recent, partition, NXT if venue == KRX else KRX)
         return decided
 
-    def expire(self, wall: float) -> list[tuple[Any, SpreadOutcome]]:
-        """Decide the triggers held longer than the maximum wait (called by a timer)."""
+    def waiting(self, wall: float) -> set[tuple[int, str]]:
+        """(partition, venue) pairs whose end offset would decide a trigger held past settle."""
+        out = set()
+        for partition, queue in self.held.items():
+            if queue and wall - queue[0].since >= self.settle_s:
+                out.add((partition, NXT if queue[0].venue == KRX else KRX))
+        return out
+
+    def expire(
+        self, wall: float, ends: Mapping[tuple[int, str], int] | None = None
+    ) -> list[tuple[Any, SpreadOutcome]]:
+        """Decide held triggers (called by a timer).
+
+        `ends` are end offsets just read from the broker for `waiting()` pairs: a venue whose
+        partition this worker has read to the end has nothing more to say before the trigger.
+        """
         out: list[tuple[Any, SpreadOutcome]] = []
         for partition in list(self.held):
-            out += self._release(partition, wall)
+            out += self._release(partition, wall, ends)
         return out
 
     def _recent(self, symbol: str, venue: str) -> deque[list[Any]]:
@@ -208,18 +230,29 @@ class SpreadJoin:
         while len(recent) > MAX_RECENT:
             recent.popleft()
 
-    def _release(self, partition: int, wall: float) -> list[tuple[Any, SpreadOutcome]]:
+    def _release(
+        self, partition: int, wall: float, ends: Mapping[tuple[int, str], int] | None = None
+    ) -> list[tuple[Any, SpreadOutcome]]:
         queue = self.held[partition]
         out = []
         while queue:
             held = queue[0]
-            other = NXT if held.venue == KRX else KRX
-            passed = self.watermarks.get((partition, other), -1) >= held.quote[RECEIVED_AT]
-            if not passed and wall - held.since < self.max_wait_s:
+            if not self._ready(held, wall, ends):
                 break
             queue.popleft()
             out.append((held.token, self.decide(held.symbol, held.venue, held.quote)))
         return out
+
+    def _ready(self, held: Held, wall: float, ends: Mapping[tuple[int, str], int] | None) -> bool:
+        other = (held.partition, NXT if held.venue == KRX else KRX)
+        if self.watermarks.get(other, -1) >= held.quote[RECEIVED_AT]:
+            return True  # the other venue has been read past the trigger
+        waited = wall - held.since
+        if waited >= self.max_wait_s:
+            return True
+        if waited >= self.settle_s and ends is not None and other in ends:
+            return self.last_offsets.get(other, -1) + 1 >= ends[other]  # read to its end
+        return False
 
     def decide(self, symbol: str, venue: str, quote: list[Any]) -> SpreadOutcome:
         """Pair a trigger with the other venue's latest quote received at or before it."""
@@ -245,11 +278,14 @@ def register(p: Processors) -> None:
     """Add the spread agent (both book topics, one table) and its release timer to the app."""
     settings, stats = p.settings, p.stats["spread"]
     table = p.app.Table("spread_books", default=None, partitions=p.partitions["spread"])
+    krx_topic, nxt_topic = p.topology.inputs("spread")
+    topic_of = {KRX: krx_topic, NXT: nxt_topic}
     join = SpreadJoin(
         table,
         max_age_ms=settings.spread_max_age_ms,
         history=settings.spread_history,
         max_wait_s=settings.spread_max_wait,
+        settle_s=settings.spread_settle,
     )
     out = p.output(topics.SPREAD_KRX_NXT)
 
@@ -289,7 +325,20 @@ def register(p: Processors) -> None:
     async def on_recover() -> None:
         join.reset()
 
-    @p.app.timer(interval=max(0.01, settings.spread_max_wait / 4))
+    @p.app.timer(interval=max(0.01, settings.spread_settle / 2))
     async def spread_release() -> None:
-        """Publish the triggers whose other venue stayed quiet past the maximum wait."""
-        await finish(join.expire(time.monotonic()))
+        """Publish the triggers whose other venue is quiet (read to its end) or too slow."""
+        if not any(join.held.values()):
+            return
+        wanted = join.waiting(time.monotonic())
+        ends: dict[tuple[int, str], int] = {}
+        if wanted:
+            tps = {
+                TP(topic_of[venue], partition): (partition, venue) for partition, venue in wanted
+            }
+            try:  # the brokers' end offsets now, not the last fetch's (which may be stale)
+                for tp, end in (await p.app.consumer.highwaters(*tps)).items():
+                    ends[tps[tp]] = end
+            except Exception as exc:  # broker unreachable: the maximum wait still applies
+                stats.skip("end offsets unavailable", exc)
+        await finish(join.expire(time.monotonic(), ends))

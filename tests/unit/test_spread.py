@@ -34,7 +34,13 @@ class Pairing:
 
     def __init__(self, max_age_ms: float = 1_000, history: int = 8, hold: bool = False) -> None:
         self.store: dict[str, Any] = {}
-        self.join = SpreadJoin(self.store, max_age_ms=max_age_ms, history=history, max_wait_s=1)
+        self.join = SpreadJoin(
+            self.store,
+            max_age_ms=max_age_ms,
+            history=history,
+            max_wait_s=1,
+            settle_s=0.5,
+        )
         self.offsets = {"KRX": 0, "NXT": 0}
         self.hold = hold
         self.records: list[dict[str, Any]] = []
@@ -50,8 +56,8 @@ class Pairing:
         if not self.hold:
             self.flush()
 
-    def flush(self, wall: float = 100.0) -> None:
-        self._take(self.join.expire(wall))
+    def flush(self, wall: float = 100.0, ends: dict[tuple[int, str], int] | None = None) -> None:
+        self._take(self.join.expire(wall, ends))
 
     def _take(self, decided: list[tuple[Any, SpreadOutcome]]) -> None:
         for token, outcome in decided:
@@ -122,6 +128,24 @@ def test_a_trigger_waits_for_the_other_topics_watermark() -> None:
     pairing.flush(wall=1.3)  # the NXT topic stayed quiet: decide with what is there
     assert pairing.decided[-1] == ("KRX", 30)
     assert pairing.records[-1]["nxt_received_at"] == 20
+
+
+def test_a_quiet_venue_read_to_its_end_releases_triggers_after_the_settle_time() -> None:
+    pairing = Pairing(hold=True)
+    pairing.feed(book("NXT", 100, 104, received_at=5), wall=0.0)
+    pairing.feed(book("KRX", 100, 102, received_at=10), wall=0.0)  # releases NXT@5
+    assert pairing.decided == [("NXT", 5)]
+    pairing.flush(wall=0.6)
+    assert len(pairing.decided) == 1  # NXT not read past 10, and not known to be at its end
+    assert pairing.join.waiting(0.3) == set()  # not held for the settle time yet
+    assert pairing.join.waiting(0.6) == {(0, "NXT")}
+    pairing.flush(wall=0.6, ends={(0, "NXT"): 2})  # the broker has one more NXT record
+    assert len(pairing.decided) == 1
+    pairing.flush(wall=0.3, ends={(0, "NXT"): 1})  # read to the end, but not settled
+    assert len(pairing.decided) == 1
+    pairing.flush(wall=0.6, ends={(0, "NXT"): 1})
+    assert pairing.decided[-1] == ("KRX", 10)
+    assert pairing.records[-1]["nxt_received_at"] == 5
 
 
 def test_output_does_not_depend_on_how_the_two_topics_interleave() -> None:
