@@ -58,16 +58,18 @@ class ProcessorSettings(BaseSettings):
     records still in flight (then it pairs with what the other venue has)."""
     spread_max_wait: float = 5.0
     """Last resort: seconds after which a trigger is paired with whatever has been read."""
-    spread_history: int = 8
+    spread_history: int = 32
     """Quotes per venue and symbol kept in the table, so that a trigger replayed after a
-    restart pairs with the same quote (covers that many updates since the last commit)."""
+    restart pairs with the same quote: it covers this many updates of a symbol's book on one
+    venue between the last offset commit and a crash."""
 
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""
     replication: int = 1
     """Replication factor of the topics the processors create (outputs, changelogs)."""
     standby_replicas: int = 1
-    commit_interval: float = 2.8
+    commit_interval: float = 1.0
+    """Seconds between offset commits: also how much a crash makes the workers read again."""
     session_timeout: float = 30.0
     """Seconds before the group drops a worker that stopped answering (a SIGKILLed one)."""
     producer_linger_ms: float = 5.0

@@ -138,7 +138,7 @@ class SpreadJoin:
         store: MutableMapping[str, Any],
         *,
         max_age_ms: float,
-        history: int = 8,
+        history: int = 32,
         max_wait_s: float = 5.0,
         settle_s: float = 0.1,
     ) -> None:
