@@ -28,6 +28,8 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
         for name in (*names.outputs(stream), *names.helpers(stream)):
             wanted[name] = count
     topology.ensure_topics(admin, wanted, settings.replication)
+    inputs = [t for stream in partitions for t in (*names.inputs(stream), *names.helpers(stream))]
+    topology.commit_start_offsets(settings.kafka_bootstrap, settings.app_id, inputs)
     return partitions
 
 

@@ -149,6 +149,43 @@ def plan(
     return {stream: stream_partitions(stream, counts, topology) for stream in streams}
 
 
+def commit_start_offsets(bootstrap: str, group: str, names: Iterable[str]) -> int:
+    """Give every partition without a committed offset one: its first available offset.
+
+    Why: faust-streaming resumes fetching newly assigned partitions before it seeks them to
+    their committed offsets, and drops what it fetched in between; for a partition without a
+    committed offset it then does not seek back, so records written to it during a rebalance
+    (a new worker joining, a SIGKILLed one leaving) were lost. With an offset committed for
+    every input partition up front, the seek always happens. Only possible while the group
+    has no active member (the first worker to start); returns how many were committed.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        tps = [
+            TopicPartition(name, partition)
+            for name in names
+            if name in metadata.topics
+            for partition in metadata.topics[name].partitions
+        ]
+        missing = [tp for tp in consumer.committed(tps, timeout=10) if tp.offset < 0]
+        for tp in missing:
+            tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[0]
+        if missing:
+            try:
+                consumer.commit(offsets=missing, asynchronous=False)
+            except KafkaException as exc:  # the group is active: its members commit
+                log.info("start offsets not committed (%s)", exc)
+                return 0
+        return len(missing)
+    finally:
+        consumer.close()
+
+
 def ensure_topics(admin: AdminClient, wanted: Mapping[str, int], replication: int) -> None:
     """Create missing topics with the given partition counts (existing ones are kept)."""
     existing = partition_counts(admin, wanted)
