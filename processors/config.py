@@ -56,8 +56,10 @@ class ProcessorSettings(BaseSettings):
     spread_settle: float = 0.1
     """Seconds a trigger waits, once the other venue's partition is read to its end, for
     records still in flight (then it pairs with what the other venue has)."""
-    spread_max_wait: float = 5.0
-    """Last resort: seconds after which a trigger is paired with whatever has been read."""
+    spread_max_wait: float = 60.0
+    """Last resort (the brokers' end offsets cannot be read): seconds after which a trigger
+    is paired with whatever has been read. A worker catching up on a backlog holds triggers
+    until the other venue's topic has caught up too, which can take a while."""
     spread_history: int = 32
     """Quotes per venue and symbol kept in the table, so that a trigger replayed after a
     restart pairs with the same quote: it covers this many updates of a symbol's book on one

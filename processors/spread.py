@@ -139,7 +139,7 @@ class SpreadJoin:
         *,
         max_age_ms: float,
         history: int = 32,
-        max_wait_s: float = 5.0,
+        max_wait_s: float = 60.0,
         settle_s: float = 0.1,
     ) -> None:
         self.store = store
