@@ -149,7 +149,9 @@ def plan(
     return {stream: stream_partitions(stream, counts, topology) for stream in streams}
 
 
-def commit_start_offsets(bootstrap: str, group: str, names: Iterable[str]) -> int:
+def commit_start_offsets(
+    bootstrap: str, group: str, names: Iterable[str], timeout: float = 30.0
+) -> int:
     """Give every partition without a committed offset one: its first available offset.
 
     Why: faust-streaming resumes fetching newly assigned partitions before it seeks them to
@@ -157,33 +159,49 @@ def commit_start_offsets(bootstrap: str, group: str, names: Iterable[str]) -> in
     committed offset it then does not seek back, so records written to it during a rebalance
     (a new worker joining, a SIGKILLed one leaving) were lost. With an offset committed for
     every input partition up front, the seek always happens. Only possible while the group
-    has no active member (the first worker to start); returns how many were committed.
+    has no active member (the first worker to start). Best effort: returns how many offsets
+    were committed, 0 if it could not (logged), and never raises.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        tps = [
-            TopicPartition(name, partition)
-            for name in names
-            if name in metadata.topics
-            for partition in metadata.topics[name].partitions
-        ]
-        missing = [tp for tp in consumer.committed(tps, timeout=10) if tp.offset < 0]
-        for tp in missing:
-            tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[0]
-        if missing:
-            try:
+    _COORDINATOR_BUSY = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+    names = list(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            tps = [
+                TopicPartition(name, partition)
+                for name in names
+                if name in metadata.topics
+                for partition in metadata.topics[name].partitions
+            ]
+            missing = [tp for tp in consumer.committed(tps, timeout=10) if tp.offset < 0]
+            for tp in missing:
+                tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[0]
+            if missing:
                 consumer.commit(offsets=missing, asynchronous=False)
-            except KafkaException as exc:  # the group is active: its members commit
-                log.info("start offsets not committed (%s)", exc)
+            return len(missing)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _COORDINATOR_BUSY or time.monotonic() > deadline:
+                # e.g. the group already has members (they commit), or no broker
+                log.warning("start offsets not committed for group %s: %s", group, exc)
                 return 0
-        return len(missing)
-    finally:
-        consumer.close()
+            time.sleep(1)  # the coordinator is loading or moving
+        finally:
+            consumer.close()
 
 
 def ensure_topics(admin: AdminClient, wanted: Mapping[str, int], replication: int) -> None:
