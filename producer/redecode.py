@@ -212,14 +212,22 @@ def _parse_time(value: str | None) -> dt.datetime | None:
 
 
 @click.command(name="redecode")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML settings file (Kafka, registry, TOPIC_PREFIX of the frames to read).",
+)  # fmt: skip
 @click.option(
     "--to-prefix",
     default="kis.redecode.",
     show_default=True,
     help="Topic prefix to publish under (the live prefix needs --allow-duplicates).",
 )
-@click.option("--since", help="Only frames received at/after this ISO time (default: all).")
+@click.option(
+    "--since",
+    help="Start at frames received at/after this ISO time (default: the beginning). "
+    "Encrypted notices of connections opened before it lack their key and go to the "
+    "dead-letter topic.",
+)
 @click.option("--until", help="Only frames received up to this ISO time.")
 @click.option(
     "--allow-duplicates",
