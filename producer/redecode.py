@@ -246,13 +246,13 @@ def redecode_command(
         settings = load_settings(config_file)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_format)
-    register_secrets(settings.secret_values())
     if to_prefix == settings.topic_prefix and not allow_duplicates:
         raise click.ClickException(
             f"--to-prefix {to_prefix} is the live prefix: every record already published would "
             "be repeated; pass --allow-duplicates to do it anyway (dedup on session, seq, index)"
         )
+    configure_logging(settings.log_level, settings.log_format)
+    register_secrets(settings.secret_values())
     try:
         stats = redecode(
             settings, to_prefix=to_prefix, since=_parse_time(since), until=_parse_time(until)
