@@ -252,13 +252,19 @@ class ProducerService:
         )
         self.pipeline.start()
         if settings.metrics_port:
-            self.health = HealthServer(
-                settings.metrics_host,
-                settings.metrics_port,
-                self.metrics.registry,
-                self.live,
-                self.ready,
-            )
+            try:
+                self.health = HealthServer(
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    self.metrics.registry,
+                    self.live,
+                    self.ready,
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                    f"{exc.strerror}; set METRICS_PORT (0 disables the endpoint)"
+                ) from None
             self.health.start()
         target = settings.target()
         approvals = ApprovalKeys(
