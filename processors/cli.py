@@ -24,10 +24,16 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
     names = settings.topology()
     partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
     wanted: dict[str, int] = {}
+    compacted: dict[str, dict[str, str]] = {}
     for stream, count in partitions.items():
         for name in (*names.outputs(stream), *names.helpers(stream)):
             wanted[name] = count
-    topology.ensure_topics(admin, wanted, settings.replication)
+        # Created here, not by Faust on first use: an agent that writes a table before the
+        # consumer's metadata knows its changelog fails (PartitionsMismatch, 0 partitions).
+        for name in names.changelogs(stream):
+            wanted[name] = count
+            compacted[name] = {"cleanup.policy": "compact"}
+    topology.ensure_topics(admin, wanted, settings.replication, compacted)
     inputs = [t for stream in partitions for t in (*names.inputs(stream), *names.helpers(stream))]
     topology.commit_start_offsets(settings.kafka_bootstrap, settings.app_id, inputs)
     return partitions

@@ -153,10 +153,15 @@ class SpreadJoin:
         self.recent: dict[tuple[str, str], deque[list[Any]]] = {}
 
     def reset(self) -> None:
-        """Forget the in-memory view (after a rebalance: the table is the truth again)."""
+        """Forget the in-memory view after a rebalance: the table is the truth again.
+
+        Held triggers are dropped unpublished and unacknowledged: their offsets were not
+        committed, so after the rebalance they are read again (by this worker or another).
+        """
         self.watermarks.clear()
         self.last_offsets.clear()
         self.recent.clear()
+        self.held.clear()
 
     def on_book(
         self, book: Book, *, offset: int, partition: int, wall: float, token: Any = None

@@ -68,6 +68,15 @@ class Topology:
     def outputs(self, stream: str) -> tuple[str, ...]:
         return tuple(self.derived(name) for name in OUTPUT_ROLES[stream])
 
+    def changelogs(self, stream: str) -> tuple[str, ...]:
+        """Faust's changelog topics of the stream's tables (`<app id>-<table>-changelog`)."""
+        tables = {
+            "bars": ("bars",),
+            "program": ("program_symbols", "program_market"),
+            "spread": ("spread_books",),
+        }.get(stream, ())
+        return tuple(f"{self.app_id}-{table}-changelog" for table in tables)
+
     def helpers(self, stream: str) -> tuple[str, ...]:
         """Helper topics the processors own (prefixed by the app id, like Faust's changelogs)."""
         return {
@@ -197,18 +206,29 @@ def commit_start_offsets(
             code = error.code() if isinstance(error, KafkaError) else None
             if code not in _COORDINATOR_BUSY or time.monotonic() > deadline:
                 # e.g. the group already has members (they commit), or no broker
-                log.warning("start offsets not committed for group %s: %s", group, exc)
+                log.info("start offsets not committed for group %s: %s", group, exc)
                 return 0
             time.sleep(1)  # the coordinator is loading or moving
         finally:
             consumer.close()
 
 
-def ensure_topics(admin: AdminClient, wanted: Mapping[str, int], replication: int) -> None:
+def ensure_topics(
+    admin: AdminClient,
+    wanted: Mapping[str, int],
+    replication: int,
+    config: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Create missing topics with the given partition counts (existing ones are kept)."""
     existing = partition_counts(admin, wanted)
+    config = config or {}
     new = [
-        NewTopic(name, num_partitions=n, replication_factor=replication)
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=replication,
+            config=dict(config.get(name, {})),
+        )
         for name, n in wanted.items()
         if name not in existing
     ]

@@ -328,3 +328,17 @@ async def test_agent_joins_both_book_topics() -> None:
     assert counts["not published: nxt side empty"] == 2
     assert counts["not published: stale"] == 2
     assert counts["not published: krx side empty"] == 1
+
+
+def test_reset_drops_held_triggers_and_the_memory_view() -> None:
+    pairing = Pairing(hold=True)
+    pairing.feed(book("KRX", 100, 102, received_at=10))
+    assert pairing.join.held[0]
+    pairing.join.reset()
+    pairing.flush()
+    assert pairing.decided == []  # dropped: the rebalance makes Faust deliver it again
+    pairing.feed(book("KRX", 100, 102, received_at=10), offset=0)  # redelivered: same offset
+    pairing.feed(book("NXT", 100, 104, received_at=20))
+    pairing.flush()
+    assert sorted(pairing.decided) == [("KRX", 10), ("NXT", 20)]
+    assert [(r["trigger_venue"], r["krx_received_at"]) for r in pairing.records] == [("NXT", 10)]
