@@ -204,8 +204,9 @@ class Pipeline:
         self.counts.status_events += 1
         if event.event == "gap":
             self._metrics.gaps.labels(event.session).inc()
-        log.info(
-            "session %s", event.event,
+        level = logging.DEBUG if event.event == "subscribed" else logging.INFO
+        log.log(
+            level, "session %s", event.event,
             extra={k: v for k, v in event.as_dict().items() if v is not None and k != "event"},
         )  # fmt: skip
         self._sink.send(
