@@ -20,8 +20,8 @@ import importlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -30,6 +30,7 @@ from kis_stream import topics
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
+from processors.ordering import CommittedOffsets, InOrder, committed_reader
 from processors.topology import BARS_LATE_OUT, BARS_OUT
 from schemas import DERIVED
 
@@ -86,6 +87,12 @@ class Processors:
         self.outputs: dict[str, faust.TopicT] = {}
         self.internals: dict[str, faust.TopicT] = {}
         self.stats: dict[str, StreamStats] = {}
+        self._committed_reader = CommittedOffsets(settings.kafka_bootstrap, settings.app_id)
+        self.committed: Callable[[faust.types.TP], Awaitable[int | None]] = committed_reader(
+            self._committed_reader
+        )
+        """The group's committed offset of a partition (replaced in unit tests)."""
+        self.guards: list[InOrder] = []
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_urls(),
@@ -113,6 +120,15 @@ class Processors:
             self.stats[stream] = StreamStats()
             importlib.import_module(f"processors.{stream}").register(self)
         importlib.import_module("processors.views").register(self)
+
+        @self.app.on_partitions_assigned.connect
+        async def _reassigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            for guard in self.guards:
+                guard.reset()
+
+        @self.app.on_before_shutdown.connect
+        async def _close(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self._committed_reader.close()
 
     # ------------------------------------------------------------------ topics and codecs
 
@@ -156,6 +172,41 @@ class Processors:
         except WireError as exc:
             self.stats[stream].skip("undecodable", exc)
             return None
+
+    def in_order(self) -> InOrder:
+        """A new per-agent offset-order guard (see processors/ordering.py)."""
+
+        async def committed(tp: faust.types.TP) -> int | None:
+            return await self.committed(tp)
+
+        async def seek(tp: faust.types.TP, offset: int) -> None:
+            await self.app.consumer.seek(tp, offset)
+
+        guard = InOrder(committed, seek)
+        self.guards.append(guard)
+        return guard
+
+    async def events(
+        self,
+        stream: faust.StreamT[bytes],
+        *,
+        ack: bool = True,
+        unguarded: frozenset[str] = frozenset(),
+    ) -> AsyncIterator[faust.EventT[bytes]]:
+        """The agent's events in offset order per partition, acknowledged once processed.
+
+        An event is acknowledged when the agent asks for the next one (not if it raised);
+        with `ack=False` the agent acknowledges itself. Events of `unguarded` topics skip the
+        order check.
+        """
+        guard = self.in_order()
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
+            message = event.message
+            if message.topic not in unguarded and not await guard.check(message.tp, message.offset):
+                continue  # not acknowledged: it is read again after the seek
+            yield event
+            if ack:
+                event.ack()
 
     def active_partitions(self, topic_names: tuple[str, ...]) -> set[int]:
         """Partitions of these topics that this worker processes now."""

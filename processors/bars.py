@@ -276,7 +276,7 @@ def register(p: Processors) -> None:
 
     @app.agent(p.raw_input(*inputs, clock_name), name="bars", concurrency=1)
     async def bars(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async for event in p.events(stream, unguarded=frozenset({clock_name})):
             message = event.message
             if message.topic == clock_name:
                 await close_quiet(message.partition, event.value)

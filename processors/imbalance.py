@@ -131,9 +131,9 @@ def register(p: Processors) -> None:
 
     @p.app.agent(p.raw_input(*p.topology.inputs("imbalance")), name="imbalance", concurrency=1)
     async def imbalance(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
+        async for event in p.events(stream):
             stats.inc("consumed")
-            record = p.decode("imbalance", value)
+            record = p.decode("imbalance", event.value)
             if record is None:
                 continue
             book = book_from(record)

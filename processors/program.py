@@ -256,7 +256,7 @@ def register(p: Processors) -> None:
 
     @app.agent(p.raw_input(*inputs), name="program", concurrency=1)
     async def program(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async for event in p.events(stream):
             stats.inc("consumed")
             record = p.decode("program", event.value)
             if record is None:
@@ -274,7 +274,7 @@ def register(p: Processors) -> None:
 
     @app.agent(p.raw_input(by_venue_name), name="program_market", concurrency=1)
     async def program_market(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async for event in p.events(stream):
             try:
                 message = orjson.loads(event.value)
                 record, src = message["record"], int(message["src"])

@@ -26,7 +26,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -308,7 +308,7 @@ def register(p: Processors) -> None:
     @p.app.agent(p.raw_input(*p.topology.inputs("spread")), name="spread", concurrency=1)
     async def spread(stream: faust.StreamT[bytes]) -> None:
         # Acknowledged by `finish` once published (see the module docstring).
-        async for event in cast(faust.Stream[bytes], stream).noack().events():
+        async for event in p.events(stream, ack=False):
             stats.inc("consumed")
             record = p.decode("spread", event.value)
             book = book_from(record) if record is not None else "undecodable"
@@ -351,7 +351,7 @@ def register(p: Processors) -> None:
         await finish(join.expire(time.monotonic(), ends))
 
     @p.app.on_before_shutdown.connect
-    async def close_ends_reader(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def close_ends_reader(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         ends_reader.close()
 
 

@@ -36,6 +36,12 @@ class Harness:
         self.out_decoder = AvroDecoder(self.registry)
         self.sent: list[tuple[str, str, Any]] = []
         self._raw_encoders: dict[str, ConfluentEncoder] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
+
+        async def no_commit(tp: Any) -> None:
+            return None  # no broker: each partition starts where its first record is
+
+        self.p.committed = no_commit
         for name, topic in self.p.outputs.items():
             topic.send = self._collector(name, encode=True)  # type: ignore[method-assign]
         for name, topic in self.p.internals.items():
@@ -98,9 +104,11 @@ class Harness:
         offset: int | None = None,
     ) -> None:
         """Deliver one message as if consumed from `topic` (test contexts know one topic)."""
-        if offset is None:
-            offset = ctx.sent_offset
-        ctx.sent_offset = max(ctx.sent_offset, offset) + 1
+        if offset is None:  # the next offset of that topic partition
+            offset = self._offsets.get((topic, partition), 0)
+        self._offsets[(topic, partition)] = max(
+            self._offsets.get((topic, partition), 0), offset + 1
+        )
         message = Message(
             topic=topic,
             partition=partition,
