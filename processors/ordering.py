@@ -7,14 +7,17 @@ offset; the records in between are then never delivered, and the commit that fol
 them. Every agent therefore checks that a partition's offsets continue where they should:
 on the first record after (re)assignment, from the group's committed offset; afterwards,
 from the previous record. A record past that point is not processed nor acknowledged; the
-partition is sought back to the expected offset and read again from there. A second jump
-to the same record is accepted (a real gap, e.g. a transaction marker).
+partition is sought back to the expected offset and read again from there (records already
+buffered past it are skipped too). If the expected offset does not come within
+`give_up_s` (it no longer exists: retention, a transaction marker), the later record is
+accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from confluent_kafka import Consumer, TopicPartition
@@ -56,17 +59,22 @@ class InOrder:
         self,
         committed: Callable[[TP], Awaitable[int | None]],
         seek: Callable[[TP, int], Awaitable[None]],
+        give_up_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.committed = committed
         self.seek = seek
+        self.give_up_s = give_up_s
+        self.clock = clock
         self.next: dict[TP, int] = {}
-        self.retried: dict[TP, int] = {}
+        self.sought: dict[TP, tuple[int, float]] = {}
+        """Partition -> (offset sought back to, when)."""
         self.jumps = 0
 
     def reset(self) -> None:
         """After a rebalance: the next record of each partition is checked against the commit."""
         self.next.clear()
-        self.retried.clear()
+        self.sought.clear()
 
     async def check(self, tp: TP, offset: int) -> bool:
         """True: process the record. False: skip it (not acknowledged), it will come again."""
@@ -75,15 +83,18 @@ class InOrder:
             expected = await self.committed(tp)
             if expected is None:
                 expected = offset
-        if offset > expected and self.retried.get(tp) != expected:
-            self.jumps += 1
-            self.retried[tp] = expected
-            self.next[tp] = expected
-            log.warning(
-                "%s: offset %d, expected %d: reading again from %d", tp, offset, expected, expected
-            )
-            await self.seek(tp, expected)
-            return False
+        if offset > expected:
+            sought = self.sought.get(tp)
+            if sought is None or sought[0] != expected:
+                self.jumps += 1
+                self.sought[tp] = (expected, self.clock())
+                self.next[tp] = expected
+                log.warning("%s: offset %d, expected %d: reading again", tp, offset, expected)
+                await self.seek(tp, expected)
+                return False
+            if self.clock() - sought[1] < self.give_up_s:
+                return False  # buffered before the seek: it comes again in order
+            log.warning("%s: offset %d never came; going on from %d", tp, expected, offset)
         self.next[tp] = max(expected, offset + 1)
         return True
 
