@@ -51,8 +51,12 @@ services-up: fetch
 services-down: venv
 	$(BIN)/kis-stream services down
 
+## bench: every benchmark in turn (each prints its figures; see docs/benchmarks.md).
 bench: fetch
-	$(BIN)/kis-stream bench all
+	$(BIN)/kis-stream bench decode
+	$(BIN)/kis-stream bench sim
+	$(BIN)/kis-stream bench produce
+	$(BIN)/kis-stream bench process
 
 clean: services-down
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
