@@ -13,7 +13,8 @@ class Fake:
     def __init__(self, committed: int | None) -> None:
         self.committed_offset = committed
         self.seeks: list[tuple[TP, int]] = []
-        self.guard = InOrder(self.committed, self.seek)
+        self.now = 0.0
+        self.guard = InOrder(self.committed, self.seek, give_up_s=10, clock=lambda: self.now)
 
     async def committed(self, tp: TP) -> int | None:
         return self.committed_offset
@@ -37,13 +38,17 @@ async def test_a_first_record_past_the_committed_offset_is_read_again_from_it() 
     assert fake.guard.jumps == 1
 
 
-async def test_a_jump_within_a_partition_is_read_again_once_then_accepted() -> None:
+async def test_a_jump_is_read_again_and_accepted_only_if_the_gap_is_real() -> None:
     fake = Fake(committed=None)
     assert await fake.guard.check(TP0, 10) is True  # no commit yet: the first record is it
     assert await fake.guard.check(TP0, 12) is False
     assert fake.seeks == [(TP0, 11)]
-    assert await fake.guard.check(TP0, 12) is True  # 11 really is missing (e.g. a marker)
+    fake.now = 5.0
+    assert await fake.guard.check(TP0, 12) is False  # still waiting for 11
+    fake.now = 11.0
+    assert await fake.guard.check(TP0, 12) is True  # 11 never came (retention, a marker)
     assert await fake.guard.check(TP0, 13) is True
+    assert fake.seeks == [(TP0, 11)]
 
 
 async def test_redelivered_records_pass_and_reset_rechecks_the_commit() -> None:
