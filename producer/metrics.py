@@ -82,6 +82,11 @@ class ProducerMetrics:
             registry=r,
         )
         self.spool_bytes = Gauge("kis_spool_bytes", "Size of the on-disk spool", registry=r)
+        self.spool_already_delivered = Counter(
+            "kis_spool_already_delivered",
+            "Left-over spool records found in Kafka at start-up and not sent again",
+            registry=r,
+        )
         self.in_memory = Gauge(
             "kis_producer_queue_messages", "Messages in the producer's memory queue", registry=r
         )

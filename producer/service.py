@@ -2,9 +2,10 @@
 
 Start-up order matters: the plan is checked first (a plan over capacity fails before
 anything connects), then topics and schemas, then the spool (anything left by the previous
-run is queued ahead of new data), the pipeline, the health endpoint, and only then the
-sessions. Shutdown runs the other way: stop reading, finish the queued frames, flush to
-the broker (spooling what it does not take in time), close.
+run, less what the broker turns out to hold already, is queued ahead of new data), the
+pipeline, the health endpoint, and only then the sessions. Shutdown runs the other way:
+stop reading, finish the queued frames, flush to the broker (spooling what it does not take
+in time), close.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from producer.record_file import FrameRecorder
 from producer.session import Connect, Session, SessionConfig, SessionState, websocket_connect
 from producer.sink import KafkaSink, producer_config
 from producer.spool import Spool
+from producer.spool_dedupe import drop_already_delivered
 from producer.status import StatusEvent
 
 log = logging.getLogger(__name__)
@@ -227,6 +229,9 @@ class ProducerService:
         spool = Spool(
             spool_dir / "segments", segment_bytes=settings.producer_spool_segment_mb << 20
         )
+        if spool.unread:  # records in flight at the last shutdown may have reached the broker
+            skipped = drop_already_delivered(spool, dict(settings.kafka_client_config()))
+            self.metrics.spool_already_delivered.inc(skipped)
         config = producer_config(
             settings.kafka_client_config(),
             compression=settings.producer_compression,

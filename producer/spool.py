@@ -22,6 +22,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -327,6 +328,58 @@ class Spool:
         if self._reader is not None:
             self._reader[1].close()
             self._reader = None
+
+    def unread_messages(self) -> Iterator[tuple[SpoolOffset, SpoolMessage]]:
+        """Every record not yet handed out, in order, without moving the read cursor.
+
+        For start-up checks only (before anything is appended or read): it reads the segment
+        files on handles of its own.
+        """
+        with self._lock:
+            segments = [
+                (s.path, s.id, s.read_index, s.read_pos, s.count, frozenset(s.skip))
+                for s in (self._segments[i] for i in self._order)
+            ]
+        for path, seg_id, index, pos, count, skip in segments:
+            with path.open("rb") as handle:
+                handle.seek(pos)
+                while index < count:
+                    payload = _read_frame(handle)
+                    if payload is None:
+                        break
+                    if index not in skip:
+                        yield (seg_id, index), decode_payload(payload)
+                    index += 1
+
+    def discard(self, offsets: Iterable[SpoolOffset]) -> int:
+        """Drop unread records the broker already holds: never hand them out, ack them.
+
+        Returns how many were dropped (offsets already read, acked or unknown are ignored).
+        """
+        dropped: list[SpoolOffset] = []
+        with self._lock:
+            self._peeked = None
+            touched: set[int] = set()
+            for seg_id, index in offsets:
+                segment = self._segments.get(seg_id)
+                if (
+                    segment is None
+                    or not segment.read_index <= index < segment.count
+                    or index in segment.skip
+                    or index in segment.acked_beyond
+                ):
+                    continue
+                segment.skip.add(index)
+                self._unread -= 1
+                touched.add(seg_id)
+                dropped.append((seg_id, index))
+            for seg_id in touched:
+                segment = self._segments[seg_id]
+                if segment.read_index in segment.skip:
+                    self._skip_on_disk(segment)
+        for offset in dropped:
+            self.ack(offset)
+        return len(dropped)
 
     # --- acknowledgement ---
     def ack(self, offset: SpoolOffset) -> None:
