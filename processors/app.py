@@ -27,6 +27,7 @@ import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from kis_stream import topics
+from processors import faust_fixes
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
@@ -73,6 +74,7 @@ class Processors:
         partitions: Mapping[str, int],
         registry: SchemaRegistryClient | None = None,
     ) -> None:
+        faust_fixes.apply()
         self.settings = settings
         self.partitions = dict(partitions)
         self.topology = settings.topology()
