@@ -20,7 +20,7 @@ import importlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import faust
@@ -31,7 +31,7 @@ from processors import faust_fixes
 from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
-from processors.ordering import CommittedOffsets, InOrder, committed_reader
+from processors.ordering import InOrder
 from processors.topology import BARS_LATE_OUT, BARS_OUT
 from schemas import DERIVED
 
@@ -89,12 +89,9 @@ class Processors:
         self.outputs: dict[str, faust.TopicT] = {}
         self.internals: dict[str, faust.TopicT] = {}
         self.stats: dict[str, StreamStats] = {}
-        self._committed_reader = CommittedOffsets(settings.kafka_bootstrap, settings.app_id)
-        self.committed: Callable[[faust.types.TP], Awaitable[int | None]] = committed_reader(
-            self._committed_reader
-        )
-        """The group's committed offset of a partition (replaced in unit tests)."""
         self.guards: list[InOrder] = []
+        self.offset_gaps = 0
+        """Offset gaps seen by the agents (should stay 0; shown by the views)."""
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_urls(),
@@ -127,10 +124,6 @@ class Processors:
         async def _reassigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             for guard in self.guards:
                 guard.reset()
-
-        @self.app.on_before_shutdown.connect
-        async def _close(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            self._committed_reader.close()
 
     # ------------------------------------------------------------------ topics and codecs
 
@@ -175,19 +168,6 @@ class Processors:
             self.stats[stream].skip("undecodable", exc)
             return None
 
-    def in_order(self) -> InOrder:
-        """A new per-agent offset-order guard (see processors/ordering.py)."""
-
-        async def committed(tp: faust.types.TP) -> int | None:
-            return await self.committed(tp)
-
-        async def seek(tp: faust.types.TP, offset: int) -> None:
-            await self.app.consumer.seek(tp, offset)
-
-        guard = InOrder(committed, seek)
-        self.guards.append(guard)
-        return guard
-
     async def events(
         self,
         stream: faust.StreamT[bytes],
@@ -195,17 +175,18 @@ class Processors:
         ack: bool = True,
         unguarded: frozenset[str] = frozenset(),
     ) -> AsyncIterator[faust.EventT[bytes]]:
-        """The agent's events in offset order per partition, acknowledged once processed.
+        """The agent's events, acknowledged once processed, watched for offset gaps.
 
         An event is acknowledged when the agent asks for the next one (not if it raised);
-        with `ack=False` the agent acknowledges itself. Events of `unguarded` topics skip the
-        order check.
+        with `ack=False` the agent acknowledges itself. Events of `unguarded` topics are not
+        watched (see processors/ordering.py).
         """
-        guard = self.in_order()
+        guard = InOrder()
+        self.guards.append(guard)
         async for event in cast(faust.Stream[bytes], stream).noack().events():
             message = event.message
-            if message.topic not in unguarded and not await guard.check(message.tp, message.offset):
-                continue  # not acknowledged: it is read again after the seek
+            if message.topic not in unguarded and not guard.check(message.tp, message.offset):
+                self.offset_gaps += 1
             yield event
             if ack:
                 event.ack()

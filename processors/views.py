@@ -43,6 +43,7 @@ def register(p: Processors) -> None:
                 "streams": list(p.settings.streams),
                 "partitions": p.partitions,
                 "counters": {name: dict(s.counts) for name, s in p.stats.items()},
+                "offset_gaps": p.offset_gaps,
             }
         )
 

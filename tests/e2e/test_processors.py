@@ -63,6 +63,8 @@ class Run:
     outputs: dict[str, dict[str, list[oracle.Message]]] = field(default_factory=dict)
     consumed: dict[str, list[int]] = field(default_factory=dict)
     """Per deployment, the bars events each of its workers consumed (from /kis/)."""
+    offset_gaps: dict[str, int] = field(default_factory=dict)
+    """Per worker, the offset gaps its agents saw (records Faust skipped), from /kis/."""
 
 
 class Processes:
@@ -239,6 +241,8 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
                 _counters(ports[n])["counters"]["bars"].get("consumed", 0) for n in names
             ]
         for name in ("one", "two-a", "two-b", "crash"):
+            result.offset_gaps[name] = _counters(ports[name])["offset_gaps"]
+        for name in ("one", "two-a", "two-b", "crash"):
             assert procs.procs[name].poll() is None, procs.tail(name)
             procs.stop(name)
         for topic in raw_topics:
@@ -364,3 +368,7 @@ def test_spread_equals_the_oracle(run: Run, deployment: str) -> None:
 
 def test_two_workers_both_did_work(run: Run) -> None:
     assert all(n > 0 for n in run.consumed["two"]), run.consumed
+
+
+def test_no_worker_saw_records_skipped(run: Run) -> None:
+    assert run.offset_gaps == dict.fromkeys(run.offset_gaps, 0)

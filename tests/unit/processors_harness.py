@@ -37,11 +37,6 @@ class Harness:
         self.sent: list[tuple[str, str, Any]] = []
         self._raw_encoders: dict[str, ConfluentEncoder] = {}
         self._offsets: dict[tuple[str, int], int] = {}
-
-        async def no_commit(tp: Any) -> None:
-            return None  # no broker: each partition starts where its first record is
-
-        self.p.committed = no_commit
         for name, topic in self.p.outputs.items():
             topic.send = self._collector(name, encode=True)  # type: ignore[method-assign]
         for name, topic in self.p.internals.items():
