@@ -327,8 +327,11 @@ def register(p: Processors) -> None:
             )
             await finish(decided)
 
-    @table.on_recover
-    async def on_recover() -> None:
+    @p.app.on_partitions_assigned.connect
+    async def on_assigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Once per rebalance, before Faust seeks every assigned partition back to its
+        # committed offset (so everything held is read again), not on table recovery
+        # callbacks, which can come again later without a seek.
         join.reset()
 
     ends_reader = EndOffsets(settings.kafka_bootstrap)
