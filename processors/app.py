@@ -199,13 +199,11 @@ class Processors:
 
 
 def from_environment() -> Processors:
-    """Build the app from the environment, checking the input topics on the broker first."""
-    from processors import topology
+    """Build the app from the environment after the start-up checks of `kis-stream process`."""
+    from processors.cli import prepare
 
     settings = ProcessorSettings()  # type: ignore[call-arg]  # (env aliases)
-    admin = topology.admin_client(settings.kafka_bootstrap)
-    partitions = topology.plan(admin, settings.topology(), settings.streams, settings.topic_wait)
-    return Processors(settings, partitions)
+    return Processors(settings, prepare(settings))
 
 
 _built: list[faust.App] = []
