@@ -131,8 +131,8 @@ def _end_offsets(bootstrap: str, topics: list[str]) -> int:
         consumer.close()
 
 
-def _lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Messages of `topics` the consumer group has not committed yet."""
+def _lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Per `topic[partition]`, messages the consumer group has not committed yet."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         metadata = consumer.list_topics(timeout=10)
@@ -141,10 +141,11 @@ def _lag(bootstrap: str, group: str, topics: list[str]) -> int:
             for topic in topics
             for partition in metadata.topics[topic].partitions
         ]
-        lag = 0
+        lag = {}
         for tp in consumer.committed(tps, timeout=10):
             end = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            lag += end - max(tp.offset, 0)
+            if end > max(tp.offset, 0):
+                lag[f"{tp.topic}[{tp.partition}]"] = end - max(tp.offset, 0)
         return lag
     finally:
         consumer.close()
@@ -222,11 +223,11 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
         }
         # Wait until every deployment has committed all its input, then until the outputs
         # stop growing (the grace timer publishes the last bars).
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 180
         for deployment in DEPLOYMENTS:
             inputs = [*raw_topics, f"e2e-{deployment}-{tag}-program-by-venue"]
-            while _lag(services.bootstrap, f"e2e-{deployment}-{tag}", inputs) > 0:
-                assert time.monotonic() < deadline, f"{deployment} did not catch up"
+            while lag := _lag(services.bootstrap, f"e2e-{deployment}-{tag}", inputs):
+                assert time.monotonic() < deadline, f"{deployment} did not catch up: {lag}"
                 time.sleep(1)
         previous, stable_since = -1, time.monotonic()
         while time.monotonic() < deadline:
