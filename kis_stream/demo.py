@@ -235,6 +235,9 @@ def _run(
         click.echo(f"simulator {env['KIS_URL']} (seed {seed})")
     else:
         click.echo("KIS credentials found: connecting to real KIS")
+    # Free ports, so the demo runs beside anything else on this machine (another demo too).
+    env.setdefault("METRICS_PORT", str(_free_port()))
+    env.setdefault("PROCESSORS_WEB_PORT", str(_free_port()))
     env.setdefault("PRODUCER_SPOOL_DIR", str(workdir / "spool"))
     children.start("producer", ["produce"], env)
     env.setdefault("PROCESSORS_DATA_DIR", str(workdir / "faust"))
