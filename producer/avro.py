@@ -29,6 +29,7 @@ import fastavro
 import schemas
 from kis_stream.topics import DEAD_LETTER, subject
 from producer.catalogue import Catalogue, TrSpec, load_catalogue
+from producer.native import native_module
 from producer.records import DecodeError, Record
 
 if TYPE_CHECKING:
@@ -417,6 +418,40 @@ def _memo_for(name: str, kind: tuple[str, bool]) -> _Memo:
 def compile_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[Any], bytes]:
     """A function writing a datum of this flat record schema as Avro binary.
 
+    Uses the compiled encoder (`kis_native`) when it is available, which writes the same
+    bytes and raises the same kinds of errors; `compile_python_encoder` is the reference.
+    """
+    return compile_wire_encoder(schema, b"", from_record=from_record)
+
+
+def compile_wire_encoder(
+    schema: Schema, header: bytes, *, from_record: bool = False
+) -> Callable[[Any], bytes]:
+    """Like `compile_encoder`, with ``header`` (the Confluent prefix) before the body."""
+    native = native_module()
+    if native is not None:
+        fields = []
+        for field in schema["fields"]:
+            name = field["name"]
+            kind, nullable = _field_kind(field["type"])
+            attr = _RECORD_ATTRS.get(name) if from_record else None
+            # (name, kind, nullable, read record.<name> instead of fields[name])
+            fields.append((attr or name, kind, nullable, attr is not None))
+        encode: Callable[[Any], bytes] = native.Encoder(header, fields, from_record).encode
+        return encode
+    body = compile_python_encoder(schema, from_record=from_record)
+    if not header:
+        return body
+
+    def encode_with_header(datum: Any) -> bytes:
+        return header + body(datum)
+
+    return encode_with_header
+
+
+def compile_python_encoder(schema: Schema, *, from_record: bool = False) -> Callable[[Any], bytes]:
+    """A function writing a datum of this flat record schema as Avro binary (pure Python).
+
     With ``from_record`` it takes a `Record` (envelope from its attributes, the rest from
     ``record.fields``) and skips building a datum dict. Supports what the raw and
     dead-letter schemas use: string, bytes, int, long, double, ``["null", T]`` of those,
@@ -469,11 +504,10 @@ class ConfluentEncoder:
     def __init__(self, schema: Schema, schema_id: int) -> None:
         self.schema = schema
         self.schema_id = schema_id
-        self._header = MAGIC + struct.pack(">I", schema_id)
-        self._encode = compile_encoder(schema)
+        self._encode = compile_wire_encoder(schema, MAGIC + struct.pack(">I", schema_id))
 
     def encode(self, datum: Mapping[str, Any]) -> bytes:
-        return self._header + self._encode(datum)
+        return self._encode(datum)
 
 
 class RawEncoder:
@@ -481,19 +515,17 @@ class RawEncoder:
 
     def __init__(self, schema_ids: Mapping[str, int], catalogue: Catalogue | None = None) -> None:
         cat = catalogue if catalogue is not None else load_catalogue()
-        self._encoders: dict[str, tuple[bytes, Callable[[Record], bytes]]] = {}
+        self._encoders: dict[str, Callable[[Record], bytes]] = {}
         for spec in cat:
             if spec.tr_id in schema_ids:
                 header = MAGIC + struct.pack(">I", schema_ids[spec.tr_id])
-                self._encoders[spec.tr_id] = (
-                    header,
-                    compile_encoder(raw_schema(spec), from_record=True),
+                self._encoders[spec.tr_id] = compile_wire_encoder(
+                    raw_schema(spec), header, from_record=True
                 )
 
     def encode(self, record: Record) -> bytes:
         """Wire bytes of a record (KeyError for a TR without a registered schema)."""
-        header, encode = self._encoders[record.tr_id]
-        return header + encode(record)
+        return self._encoders[record.tr_id](record)
 
 
 class FastavroEncoder:

@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from kis_stream.topics import raw_topic, subject
 from producer.avro import (
     ConfluentEncoder,
-    compile_encoder,
+    compile_wire_encoder,
     dead_letter_to_avro,
     load_dead_letter_schema,
     load_raw_schema,
@@ -106,7 +106,7 @@ class Codec:
         self.topics = topics
         self._ids = schema_ids
         self.catalogue = catalogue
-        self._raw: dict[str, tuple[str, bytes, Callable[[Record], bytes]]] = {}
+        self._raw: dict[str, tuple[str, Callable[[Record], bytes]]] = {}
         self._frames_header = b""
         self._status_header = b""
         self._dead_letter: ConfluentEncoder | None = None
@@ -125,9 +125,9 @@ class Codec:
             topic = self.topics.raw(spec.tr_id)
             schema = load_raw_schema(spec.tr_id)
             header = _header(self._ids.register(subject(topic), _text(schema)))
-            encode = compile_encoder(schema, from_record=True)
+            encode = compile_wire_encoder(schema, header, from_record=True)
             for alias in spec.tr_ids:
-                self._raw[alias] = (topic, header, encode)
+                self._raw[alias] = (topic, encode)
 
     def frame(
         self, raw: bytes, received_at: int, session: str, seq: int, tr_id: str | None
@@ -143,8 +143,8 @@ class Codec:
         if entry is None:
             self.prepare([record.tr_id])  # a TR outside the plan (rare): register on first use
             entry = self._raw[record.tr_id]
-        topic, header, encode = entry
-        return topic, header + encode(record)
+        topic, encode = entry
+        return topic, encode(record)
 
     def dead_letter(self, error: DecodeError) -> bytes:
         assert self._dead_letter is not None, "prepare() first"

@@ -1,0 +1,303 @@
+//! Typing the fields of a plain payload: the fast path of `producer/frames.py`.
+//!
+//! `RecordLayout.convert(payload, count)` splits a (decrypted) payload on `^` into `count`
+//! records of `width` fields and returns one dict per record, with the same keys, key order
+//! and values as the Python converter. It returns None ("fall back") for anything it is not
+//! sure about (an irregular number, a bad time or date, a field count that does not match,
+//! text that is not valid UTF-8); the Python path then gives the values or the exact reason.
+//! It never raises for any payload.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldType {
+    String,
+    Long,
+    Double,
+    Time,
+    Date,
+}
+
+struct Column {
+    key: Py<PyString>,
+    position: usize,
+    ftype: FieldType,
+}
+
+/// How to type records of one width of one TR (see `_Layout` in producer/frames.py).
+#[pyclass(frozen, module = "kis_native")]
+pub struct RecordLayout {
+    width: usize,
+    /// In the Python converter's key order: strings, longs, doubles, times, dates.
+    columns: Vec<Column>,
+    /// Columns this width lacks: None, after all others.
+    missing: Vec<Py<PyString>>,
+}
+
+enum Value<'a> {
+    Null,
+    Text(&'a str),
+    Long(i64),
+    Double(f64),
+}
+
+fn is_null(text: &str) -> bool {
+    text.is_empty() || text == "(null)"
+}
+
+/// `[+-]?[0-9]{1,19}` within the 64-bit range, else None (fall back).
+fn parse_long(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    // Accumulate negatively so that i64::MIN fits.
+    let mut value: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(d as i64)?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
+}
+
+/// `[+-]?digits[.digits]` (at least one digit), finite; a negative zero falls back (the
+/// Python fast path reads `-0` as the JSON integer 0).
+fn parse_double(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let body = match bytes.first()? {
+        b'-' | b'+' => &bytes[1..],
+        _ => bytes,
+    };
+    let mut digits = 0usize;
+    let mut dots = 0usize;
+    for &c in body {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if c == b'.' {
+            dots += 1;
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 || dots > 1 {
+        return None;
+    }
+    let value: f64 = text.parse().ok()?;
+    if !value.is_finite() || (value == 0.0 && bytes[0] == b'-') {
+        return None;
+    }
+    Some(value)
+}
+
+fn two_digits(b: &[u8]) -> u32 {
+    (b[0] - b'0') as u32 * 10 + (b[1] - b'0') as u32
+}
+
+/// `HHMMSS` -> milliseconds since midnight.
+fn parse_time(text: &[u8]) -> Option<i64> {
+    if text.len() != 6 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let (h, m, s) = (
+        two_digits(&text[0..2]),
+        two_digits(&text[2..4]),
+        two_digits(&text[4..6]),
+    );
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    Some(((h * 3600 + m * 60 + s) as i64) * 1000)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYYMMDD` (a valid date, year >= 1) -> days since 1970-01-01; `00000000` is handled
+/// by the caller (null).
+fn parse_date(text: &[u8]) -> Option<i64> {
+    if text.len() != 8 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let year = (two_digits(&text[0..2]) * 100 + two_digits(&text[2..4])) as i64;
+    let month = two_digits(&text[4..6]) as i64;
+    let day = two_digits(&text[6..8]) as i64;
+    if year < 1 || !(1..=12).contains(&month) || day < 1 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+fn typed(ftype: FieldType, text: &str) -> Option<Value<'_>> {
+    if is_null(text) {
+        return Some(Value::Null);
+    }
+    Some(match ftype {
+        FieldType::String => Value::Text(text),
+        FieldType::Long => Value::Long(parse_long(text.as_bytes())?),
+        FieldType::Double => Value::Double(parse_double(text)?),
+        FieldType::Time => Value::Long(parse_time(text.as_bytes())?),
+        FieldType::Date => {
+            if text == "00000000" {
+                Value::Null
+            } else {
+                Value::Long(parse_date(text.as_bytes())?)
+            }
+        }
+    })
+}
+
+#[pymethods]
+impl RecordLayout {
+    /// `columns`: (column name, position in the record, field type) in the order the
+    /// Python converter emits them; `missing`: columns that come out None, after those.
+    #[new]
+    fn new(
+        width: usize,
+        columns: Vec<(Bound<'_, PyString>, usize, String)>,
+        missing: Vec<Bound<'_, PyString>>,
+    ) -> PyResult<Self> {
+        let mut out = Vec::with_capacity(columns.len());
+        for (key, position, ftype) in columns {
+            let ftype = match ftype.as_str() {
+                "string" => FieldType::String,
+                "long" => FieldType::Long,
+                "double" => FieldType::Double,
+                "time" => FieldType::Time,
+                "date" => FieldType::Date,
+                other => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "unknown field type {other:?}"
+                    )));
+                }
+            };
+            if position >= width {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "position {position} outside a record of {width} fields"
+                )));
+            }
+            out.push(Column {
+                key: key.unbind(),
+                position,
+                ftype,
+            });
+        }
+        Ok(RecordLayout {
+            width,
+            columns: out,
+            missing: missing.into_iter().map(Bound::unbind).collect(),
+        })
+    }
+
+    #[getter]
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    /// One typed dict per record, or None to fall back to the Python path. Never raises
+    /// for any payload (only on running out of memory).
+    fn convert<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        count: usize,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Ok(payload) = payload.cast::<PyString>() else {
+            return Ok(None);
+        };
+        let Ok(text) = payload.to_str() else {
+            return Ok(None); // lone surrogates: not UTF-8
+        };
+        if count == 0 {
+            return Ok(None);
+        }
+        let total = count * self.width;
+        let mut parts: Vec<&str> = Vec::with_capacity(total);
+        for part in text.split('^') {
+            if parts.len() == total {
+                return Ok(None);
+            }
+            parts.push(part);
+        }
+        if parts.len() != total {
+            return Ok(None);
+        }
+        // Type everything first: a frame either converts whole here or falls back whole.
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(count * self.columns.len());
+        for record in parts.chunks_exact(self.width) {
+            for column in &self.columns {
+                match typed(column.ftype, record[column.position]) {
+                    Some(value) => values.push(value),
+                    None => return Ok(None),
+                }
+            }
+        }
+        let records = PyList::empty(py);
+        let none = py.None();
+        let per_record = self.columns.len().max(1);
+        for chunk in values.chunks(per_record).take(count) {
+            let dict = PyDict::new(py);
+            for (column, value) in self.columns.iter().zip(chunk) {
+                let key = column.key.bind(py);
+                match value {
+                    Value::Null => dict.set_item(key, &none)?,
+                    Value::Text(t) => dict.set_item(key, PyString::new(py, t))?,
+                    Value::Long(n) => dict.set_item(key, *n)?,
+                    Value::Double(x) => dict.set_item(key, *x)?,
+                }
+            }
+            for key in &self.missing {
+                dict.set_item(key.bind(py), &none)?;
+            }
+            records.append(dict)?;
+        }
+        if self.columns.is_empty() {
+            // values.chunks() yields nothing: still one (all-missing) dict per record.
+            for _ in 0..count {
+                let dict = PyDict::new(py);
+                for key in &self.missing {
+                    dict.set_item(key.bind(py), &none)?;
+                }
+                records.append(dict)?;
+            }
+        }
+        Ok(Some(records))
+    }
+}

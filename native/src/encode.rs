@@ -1,0 +1,221 @@
+//! Avro binary for flat record schemas (what `producer/avro.py::compile_encoder` supports):
+//! string, bytes, int/long, double, `["null", T]` of those, and nullable `array<string>`.
+//!
+//! Type rules follow the Python encoder: only an exact `int` for int/long, `float` or `int`
+//! for double, exact `str`/`bytes`; anything else raises TypeError with the same message,
+//! a long outside 64 bits raises ValueError, a missing key KeyError.
+
+use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Long,
+    Double,
+    String,
+    Bytes,
+    StringArray,
+}
+
+struct Field {
+    /// Record attribute (envelope of a `Record`) or key of the datum / `record.fields`.
+    name: Py<PyString>,
+    from_attr: bool,
+    kind: Kind,
+    nullable: bool,
+}
+
+/// Encoder of one schema; `encode(datum_or_record)` returns header + Avro body.
+#[pyclass(frozen, module = "kis_native")]
+pub struct Encoder {
+    header: Vec<u8>,
+    fields: Vec<Field>,
+    from_record: bool,
+    fields_attr: Py<PyString>,
+}
+
+#[inline]
+fn put_long(out: &mut Vec<u8>, value: i64) {
+    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+    while n > 0x7F {
+        out.push((n as u8 & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+#[inline]
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_long(out, text.len() as i64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+fn expected(what: &str, value: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!("expected {what}, got {}", type_name(value)))
+}
+
+fn write_value(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    nullable: bool,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if nullable {
+        if value.is_none() {
+            out.push(0);
+            return Ok(());
+        }
+        if !matches!(kind, Kind::StringArray) {
+            out.push(2);
+        }
+    }
+    match kind {
+        Kind::Long => {
+            if !value.is_exact_instance_of::<PyInt>() {
+                return Err(expected("int", value));
+            }
+            match value.extract::<i64>() {
+                Ok(n) => put_long(out, n),
+                Err(_) => {
+                    return Err(PyValueError::new_err(format!(
+                        "{} is outside the Avro long range",
+                        value.str()?
+                    )));
+                }
+            }
+        }
+        Kind::Double => {
+            let number = if value.is_exact_instance_of::<PyFloat>() {
+                value.cast::<PyFloat>()?.value()
+            } else if value.is_exact_instance_of::<PyInt>() {
+                value.extract::<f64>()?
+            } else {
+                return Err(expected("float", value));
+            };
+            out.extend_from_slice(&number.to_le_bytes());
+        }
+        Kind::String => {
+            if !value.is_exact_instance_of::<PyString>() {
+                return Err(expected("str", value));
+            }
+            put_str(out, value.cast::<PyString>()?.to_str()?);
+        }
+        Kind::Bytes => {
+            if !value.is_exact_instance_of::<PyBytes>() {
+                return Err(expected("bytes", value));
+            }
+            let data = value.cast::<PyBytes>()?.as_bytes();
+            put_long(out, data.len() as i64);
+            out.extend_from_slice(data);
+        }
+        Kind::StringArray => {
+            // None was handled above (the field is always nullable).
+            let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = value.cast::<PyList>() {
+                list.iter().collect()
+            } else if let Ok(tuple) = value.cast::<PyTuple>() {
+                tuple.iter().collect()
+            } else {
+                return Err(expected("a list of str", value));
+            };
+            out.push(2);
+            if !items.is_empty() {
+                put_long(out, items.len() as i64);
+                for item in &items {
+                    match item.cast::<PyString>() {
+                        Ok(text) => put_str(out, text.to_str()?),
+                        Err(_) => {
+                            return Err(PyAttributeError::new_err(format!(
+                                "'{}' object has no attribute 'encode'",
+                                type_name(item)
+                            )));
+                        }
+                    }
+                }
+            }
+            out.push(0);
+        }
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Encoder {
+    /// `fields`: (name, kind, nullable, from_attr) in schema order; kind is one of
+    /// long, double, string, bytes, string_array. `from_attr`: read `record.<name>`
+    /// instead of `fields[name]` (with `from_record`, the rest come from `record.fields`).
+    #[new]
+    fn new(
+        py: Python<'_>,
+        header: &[u8],
+        fields: Vec<(String, String, bool, bool)>,
+        from_record: bool,
+    ) -> PyResult<Self> {
+        let mut out = Vec::with_capacity(fields.len());
+        for (name, kind, nullable, from_attr) in fields {
+            let kind = match kind.as_str() {
+                "long" => Kind::Long,
+                "double" => Kind::Double,
+                "string" => Kind::String,
+                "bytes" => Kind::Bytes,
+                "string_array" if nullable => Kind::StringArray,
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "unsupported field kind {kind:?}"
+                    )));
+                }
+            };
+            out.push(Field {
+                name: PyString::intern(py, &name).unbind(),
+                from_attr: from_attr && from_record,
+                kind,
+                nullable,
+            });
+        }
+        Ok(Encoder {
+            header: header.to_vec(),
+            fields: out,
+            from_record,
+            fields_attr: PyString::intern(py, "fields").unbind(),
+        })
+    }
+
+    /// Header + Avro binary of a datum (a mapping) or, with `from_record`, of a `Record`.
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data = if self.from_record {
+            obj.getattr(self.fields_attr.bind(py))?
+        } else {
+            obj.clone()
+        };
+        let dict = data.cast::<PyDict>().ok();
+        let mut out: Vec<u8> = Vec::with_capacity(self.header.len() + 16 * self.fields.len());
+        out.extend_from_slice(&self.header);
+        for field in &self.fields {
+            let name = field.name.bind(py);
+            let value = if field.from_attr {
+                obj.getattr(name)?
+            } else if let Some(dict) = dict {
+                match dict.get_item(name)? {
+                    Some(value) => value,
+                    None => return Err(PyKeyError::new_err(name.clone().unbind())),
+                }
+            } else {
+                data.get_item(name)?
+            };
+            write_value(&mut out, field.kind, field.nullable, &value)?;
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+}

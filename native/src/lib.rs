@@ -1,0 +1,20 @@
+//! kis_native: the compiled hot path of kis-stream's `producer/frames.py` (typing the fields
+//! of a decoded payload) and `producer/avro.py` (Avro binary of a raw record).
+//!
+//! The Python modules stay the reference: the decoder here only takes the plain cases and
+//! says "fall back" (returns None) for anything else, and the encoder emits exactly the
+//! bytes of the Python encoder (tests compare both, and read the result with fastavro).
+
+use pyo3::prelude::*;
+
+mod decode;
+mod encode;
+
+#[pymodule]
+fn kis_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+
+    m.add_class::<decode::RecordLayout>()?;
+    m.add_class::<encode::Encoder>()?;
+    Ok(())
+}
