@@ -47,12 +47,24 @@ class StreamState:
         return len(self._arrivals) / window
 
 
+MARKET_KEY = "*"
+"""Key prefix of a program venue total (sorts before every symbol, so totals show first)."""
+
+
 def _key_of(topic: str, value: Row) -> str:
-    symbol = str(value.get("symbol", "?"))
     venue = value.get("venue")
+    if topic == topics.PROGRAM_NETBUY and value.get("scope") == "market":
+        # Venue totals are their own records (key `*|venue`); `symbol` there only names the
+        # update that moved the total, so keying them by symbol would overwrite a symbol row.
+        return f"{MARKET_KEY} {venue}"
+    symbol = str(value.get("symbol", "?"))
     if topic == topics.SPREAD_KRX_NXT or venue is None:
         return symbol
     return f"{symbol} {venue}"
+
+
+def _is_total(row: Row) -> bool:
+    return row.get("scope") == "market"
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -106,11 +118,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("crossed", lambda r: "YES" if r.get("crossed") else ""),
     ],
     topics.PROGRAM_NETBUY: [
-        ("net qty", lambda r: _fmt(r.get("net_qty"))),
-        ("Δ qty", lambda r: _fmt(r.get("net_qty_change"))),
-        ("net amount", lambda r: _fmt(r.get("net_amount"))),
-        ("Δ amount", lambda r: _fmt(r.get("net_amount_change"))),
-        ("venue total amt", lambda r: _fmt(r.get("market_net_amount"))),
+        # A venue total row (`* KRX`) shows the sums of the symbols' latest cumulative values.
+        ("net qty", lambda r: _fmt(r.get("market_net_qty" if _is_total(r) else "net_qty"))),
+        ("Δ qty", lambda r: "" if _is_total(r) else _fmt(r.get("net_qty_change"))),
+        (
+            "net amount",
+            lambda r: _fmt(r.get("market_net_amount" if _is_total(r) else "net_amount")),
+        ),
+        ("Δ amount", lambda r: "" if _is_total(r) else _fmt(r.get("net_amount_change"))),
+        ("symbols", lambda r: _fmt(r.get("market_symbols")) if _is_total(r) else ""),
     ],
 }
 

@@ -72,3 +72,42 @@ def test_bar_second_is_shown_in_korea_time_for_ints_and_datetimes() -> None:
     text = console.export_text()
     assert "09:00:01" in text
     assert "09:00:02" in text
+
+
+def _program(scope: str, symbol: str | None, venue: str, **values: int) -> dict[str, object]:
+    record: dict[str, object] = {"scope": scope, "symbol": symbol, "venue": venue}
+    for name in ("net_qty", "net_amount", "net_qty_change", "net_amount_change"):
+        record[name] = None
+    for name in ("market_net_qty", "market_net_amount", "market_symbols"):
+        record[name] = None
+    record.update(values)
+    return record
+
+
+def test_program_venue_totals_come_from_the_market_records() -> None:
+    board = Dashboard(streams=[topics.PROGRAM_NETBUY])
+    board.add(topics.PROGRAM_NETBUY, _program("symbol", "005930", "KRX", net_amount=1_111))
+    # A venue total names the symbol whose update moved it: it must not replace that row.
+    total = {"market_net_qty": 77, "market_net_amount": 9_876_543, "market_symbols": 2}
+    board.add(topics.PROGRAM_NETBUY, _program("market", "005930", "KRX", **total))
+    board.add(topics.PROGRAM_NETBUY, _program("market", None, "NXT", market_net_amount=-5))
+    state = board.streams[topics.PROGRAM_NETBUY]
+    assert state.latest["005930 KRX"]["net_amount"] == 1_111
+    assert state.latest["* KRX"]["market_net_amount"] == 9_876_543
+    console = Console(width=200, record=True)
+    console.print(board.render())
+    lines = console.export_text().splitlines()
+    krx_total = next(line for line in lines if "* KRX" in line)
+    assert "9,876,543" in krx_total and "77" in krx_total
+    assert "-5" in next(line for line in lines if "* NXT" in line)
+    assert "1,111" in next(line for line in lines if "005930 KRX" in line)
+
+
+def test_program_venue_totals_are_listed_before_the_symbols() -> None:
+    board = Dashboard(streams=[topics.PROGRAM_NETBUY], max_rows=1)
+    board.add(topics.PROGRAM_NETBUY, _program("symbol", "000660", "KRX", net_amount=1))
+    board.add(topics.PROGRAM_NETBUY, _program("market", None, "KRX", market_net_amount=42))
+    console = Console(width=200, record=True)
+    console.print(board.render())
+    text = console.export_text()
+    assert "* KRX" in text and "000660" not in text
