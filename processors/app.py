@@ -95,6 +95,7 @@ class Processors:
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_urls(),
+            broker_credentials=settings.broker_credentials(),
             store="memory://",
             processing_guarantee="at_least_once",
             topic_partitions=max(self.partitions.values(), default=1),

@@ -20,7 +20,7 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
     """Check and create topics; each stream's partition count (TopologyError if unusable)."""
     from processors import topology
 
-    admin = topology.admin_client(settings.kafka_bootstrap)
+    admin = topology.admin_client(settings.kafka_client_config())
     names = settings.topology()
     partitions = topology.plan(admin, names, settings.streams, settings.topic_wait)
     wanted: dict[str, int] = {}
@@ -35,7 +35,7 @@ def prepare(settings: ProcessorSettings) -> dict[str, int]:
             compacted[name] = {"cleanup.policy": "compact"}
     topology.ensure_topics(admin, wanted, settings.replication, compacted)
     inputs = [t for stream in partitions for t in (*names.inputs(stream), *names.helpers(stream))]
-    topology.commit_start_offsets(settings.kafka_bootstrap, settings.app_id, inputs)
+    topology.commit_start_offsets(settings.kafka_client_config(), settings.app_id, inputs)
     return partitions
 
 

@@ -7,14 +7,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from processors.topology import Topology
 
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
 STREAMS = ("bars", "imbalance", "program", "spread")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 class ProcessorSettings(BaseSettings):
@@ -26,6 +30,13 @@ class ProcessorSettings(BaseSettings):
     schema_registry_url: str = Field(
         "http://127.0.0.1:8081", validation_alias="SCHEMA_REGISTRY_URL"
     )
+    # The producer's names (kis_stream/settings.py): one environment serves both.
+    kafka_security_protocol: str | None = Field(None, validation_alias="KAFKA_SECURITY_PROTOCOL")
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (unset: PLAINTEXT)."""
+    kafka_sasl_mechanism: str | None = Field(None, validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: str | None = Field(None, validation_alias="KAFKA_SSL_CA_LOCATION")
 
     topic_prefix: str = Field(
         "kis.", validation_alias=AliasChoices("PROCESSORS_TOPIC_PREFIX", "TOPIC_PREFIX")
@@ -76,6 +87,16 @@ class ProcessorSettings(BaseSettings):
     """Seconds before the group drops a worker that stopped answering (a SIGKILLed one)."""
     producer_linger_ms: float = 5.0
 
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _protocol(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().upper()
+        if value not in SECURITY_PROTOCOLS:
+            raise ValueError(f"unknown security protocol {value}; one of {SECURITY_PROTOCOLS}")
+        return value
+
     @field_validator("streams", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -98,3 +119,40 @@ class ProcessorSettings(BaseSettings):
 
     def broker_urls(self) -> list[str]:
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",") if host]
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka properties (start-up admin and consumer clients): the same broker and
+        security settings as the Faust app's (`broker_credentials`)."""
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        optional = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+        }
+        config.update({key: value for key, value in optional.items() if value})
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return config
+
+    def broker_credentials(self) -> CredentialsT | None:
+        """Faust's `broker_credentials` for the security settings (None for PLAINTEXT)."""
+        import ssl
+
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        protocol = self.kafka_security_protocol or "PLAINTEXT"
+        if protocol == "PLAINTEXT":
+            return None
+        context = None
+        if protocol.endswith("SSL"):
+            context = ssl.create_default_context(cafile=self.kafka_ssl_ca_location)
+        if protocol == "SSL":
+            return SSLCredentials(context)
+        password = self.kafka_sasl_password
+        return SASLCredentials(
+            username=self.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            ssl_context=context,
+            mechanism=self.kafka_sasl_mechanism or "PLAIN",
+        )

@@ -89,8 +89,14 @@ class TopologyError(RuntimeError):
     """The topics on the broker do not allow the streams to run correctly."""
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def client_config(kafka: str | Mapping[str, str]) -> dict[str, str | int | float | bool]:
+    """librdkafka properties from a bootstrap address or a full config (with SASL/SSL)."""
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
+def admin_client(kafka: str | Mapping[str, str]) -> AdminClient:
+    """An admin client: `kafka` is a bootstrap address or the settings' client config."""
+    return AdminClient(client_config(kafka))
 
 
 def partition_counts(admin: AdminClient, names: Iterable[str]) -> dict[str, int]:
@@ -159,7 +165,7 @@ def plan(
 
 
 def commit_start_offsets(
-    bootstrap: str, group: str, names: Iterable[str], timeout: float = 30.0
+    kafka: str | Mapping[str, str], group: str, names: Iterable[str], timeout: float = 30.0
 ) -> int:
     """Give every partition without a committed offset one: its first available offset.
 
@@ -185,7 +191,7 @@ def commit_start_offsets(
     deadline = time.monotonic() + timeout
     while True:
         consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+            {**client_config(kafka), "group.id": group, "enable.auto.commit": False}
         )
         try:
             metadata = consumer.list_topics(timeout=10)
