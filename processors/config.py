@@ -71,10 +71,6 @@ class ProcessorSettings(BaseSettings):
     """Last resort (the brokers' end offsets cannot be read): seconds after which a trigger
     is paired with whatever has been read. A worker catching up on a backlog holds triggers
     until the other venue's topic has caught up too, which can take a while."""
-    spread_history: int = 32
-    """Quotes per venue and symbol kept in the table, so that a trigger replayed after a
-    restart pairs with the same quote: it covers this many updates of a symbol's book on one
-    venue between the last offset commit and a crash."""
 
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""

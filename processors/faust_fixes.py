@@ -1,4 +1,12 @@
-"""A fix for faust-streaming 0.15.3 (pinned): records lost after a seek during a rebalance.
+"""Fixes for faust-streaming 0.15.3 (pinned), and what Faust does not tell its agents.
+
+1. Records lost after a seek during a rebalance (below).
+2. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
+   a partition, recorded only when the broker accepted the commit (Faust's monitor records
+   attempted commits too). The spread agent keeps in its table the quotes a replay from the
+   committed offsets still needs (processors/spread.py).
+
+Records lost after a seek during a rebalance:
 
 Faust's consumer drains each fetched batch in a loop that records, per partition, the
 offset it has read (`_read_offset`) and later drops any record below it. When a partition
@@ -20,10 +28,23 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import faust
+from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.types import TP
 
 _APPLIED = "_kis_stream_seek_fix"
+_COMMITTED = "_kis_committed"
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """The offset this worker last committed for `tp` (accepted by the broker), if any.
+
+    Offsets committed by another worker of the group are not known here: the value is a
+    lower bound of the group's committed offset, which is what a conservative caller needs.
+    """
+    committed: dict[TP, int] | None = app.tables.__dict__.get(_COMMITTED)
+    return committed.get(tp) if committed is not None else None
 
 
 def apply() -> None:
@@ -34,6 +55,7 @@ def apply() -> None:
     original_seek = cls.seek
     original_perform_seek = cls.perform_seek
     original_getmany = cls.getmany
+    original_on_commit = TableManager.on_commit
 
     def counters(self: Any) -> Counter[Any]:
         seeks: Counter[Any] | None = self.__dict__.get("_kis_seeks")
@@ -59,7 +81,15 @@ def apply() -> None:
                 continue
             yield tp, message
 
+    def on_commit(self: Any, offsets: Any) -> None:
+        # Faust calls this only when the broker accepted the commit of `offsets`.
+        original_on_commit(self, offsets)
+        committed = self.__dict__.setdefault(_COMMITTED, {})
+        for tp, offset in offsets.items():
+            committed[tp] = max(offset, committed.get(tp, offset))
+
     cls.seek = seek
+    TableManager.on_commit = on_commit  # type: ignore[method-assign]
     cls.perform_seek = perform_seek
     cls.getmany = getmany
     setattr(cls, _APPLIED, True)

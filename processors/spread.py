@@ -1,10 +1,10 @@
 """KRX-vs-NXT mid-price spread per symbol (`kis.spread.krx_nxt`).
 
 Faust has no joins: one agent reads both book topics (co-partitioned by symbol: checked at
-start-up) and keeps each venue's recent level-1 quotes per symbol in a table. Every update of
-either venue (the trigger) is paired with the other venue's latest quote *received at or
-before the trigger* (an as-of join on the producer's receive time), unless a side is empty or
-the pair is further apart than the staleness bound.
+start-up) and keeps each venue's level-1 quotes per symbol in a table. Every update of either
+venue (the trigger) is paired with the other venue's latest quote *received at or before the
+trigger* (an as-of join on the producer's receive time), unless a side is empty or the pair
+is further apart than the staleness bound.
 
 Why as-of and not "whatever the other side's latest is when the agent gets here": the agent
 sees the two topics interleaved in fetch-batch order, which differs from run to run, between
@@ -12,8 +12,13 @@ one worker and two, and after a restart. To pair on receive time the agent holds
 until the other venue's partition has been read past the trigger's receive time (its
 watermark), or has been read to its end and `PROCESSORS_SPREAD_SETTLE` has passed (a quiet
 venue), or, as a last resort, `PROCESSORS_SPREAD_MAX_WAIT` has passed. Held events are
-acknowledged only once published, so a crash replays them; the quote history in the table
-makes a replayed trigger find the same quote again, so the output is the same.
+acknowledged only once published, in offset order, so a crash replays them.
+
+Replays: after a crash or a hand-over the two topics are read again from their committed
+offsets, which Faust commits independently and which can be far apart (one topic fetched
+ahead of the other), while the table comes back from its changelog as it was at the crash.
+A replayed trigger must find the same quote again, so the table keeps every quote that a
+trigger at or after the other topic's committed offset can pair with (see `SpreadJoin`).
 
 Ages are measured on the producer's receive times (microseconds), not on the books' HHMMSS
 stamps (whole seconds only) and never on the processor's clock.
@@ -24,14 +29,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from faust.types import TP
 
 from kis_stream import topics
+from processors import faust_fixes
 from processors.inputs import Book, book_from
 
 if TYPE_CHECKING:
@@ -39,8 +46,8 @@ if TYPE_CHECKING:
 
 KRX, NXT = "KRX", "NXT"
 BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
-MAX_RECENT = 4096
-"""Quotes kept in memory per symbol and venue while the other venue is not being read."""
+ORDER_SLACK_US = 100_000
+"""Margin for receive times out of order within a partition (two WebSocket sessions)."""
 
 
 def quote_of(book: Book, offset: int) -> list[Any]:
@@ -112,7 +119,7 @@ class SpreadOutcome:
 
 @dataclass(slots=True)
 class Held:
-    """A trigger waiting for the other venue's watermark."""
+    """A trigger waiting for the other venue's watermark (or an input already decided)."""
 
     symbol: str
     venue: str
@@ -121,17 +128,51 @@ class Held:
     since: float
     token: Any
     """What the caller needs back with the outcome (the Faust event to acknowledge)."""
+    outcome: SpreadOutcome | None = None
+    """Set for an input decided on arrival (not a book): released in turn, never earlier."""
+
+
+Committed = Callable[[int, str], "int | None"]
+"""(partition, venue) -> the offset committed for that venue's topic partition, if known."""
+
+
+def quote_key(symbol: str, venue: str, offset: int) -> str:
+    """Table key of one quote: `symbol|venue|source offset`."""
+    return f"{symbol}|{venue}|{offset}"
+
+
+def latest_quotes(store: Mapping[str, Any], symbol: str) -> dict[str, list[Any] | None] | None:
+    """Each venue's latest quote of a symbol held in the table (the web view), or None."""
+    latest: dict[str, list[Any] | None] = {KRX: None, NXT: None}
+    prefix = symbol + "|"
+    for key, quote in store.items():
+        if isinstance(key, str) and key.startswith(prefix) and isinstance(quote, list):
+            venue = key.split("|")[1]
+            mine = latest.get(venue)
+            if venue in latest and (mine is None or quote[SRC] > mine[SRC]):
+                latest[venue] = quote
+    return latest if any(latest.values()) else None
 
 
 class SpreadJoin:
     """As-of join of KRX and NXT quotes on receive time, over a key-value store.
 
-    `store[symbol]` = {"KRX": [quote, ...], "NXT": [quote, ...], "p": partition}: each
-    venue's last `history` quotes in source-offset order (what a replay after a restart
-    needs). A quote is appended only from a later source offset, so a replay leaves the state
-    as it was. In memory, derived and rebuilt after each rebalance: per partition and venue
-    the watermark (highest receive time read), the held triggers, and per symbol and venue
-    the quotes a trigger not yet decided may still pair with.
+    The store (the changelog-backed table) holds one entry per quote, `symbol|venue|offset`,
+    in memory indexed per symbol and venue in source-offset order. A quote is added only
+    from a later source offset, so a replay leaves the state as it was.
+
+    A quote is removed only once no trigger of the other venue that could still be
+    processed, or processed again after a crash, can pair with it: such triggers are at or
+    after the other topic partition's committed offset (offsets this worker saw committed;
+    `committed`), so they are received at or after the first uncommitted record read from
+    it, or, if every record read is committed, at or after what the partition is known to
+    hold (its watermark, or the time up to which it was found read to its end). Of the quotes
+    received before that bound only the last is kept. The table therefore holds what a
+    replay from the committed offsets needs, however far one topic was read ahead of the
+    other (a fixed-length history did not: issue 6, missed pairings after a hand-over).
+
+    In memory, rebuilt after each rebalance: per partition and venue the watermark, the
+    uncommitted offsets read, the held triggers.
     """
 
     def __init__(
@@ -139,30 +180,39 @@ class SpreadJoin:
         store: MutableMapping[str, Any],
         *,
         max_age_ms: float,
-        history: int = 32,
         max_wait_s: float = 60.0,
         settle_s: float = 0.1,
+        committed: Committed | None = None,
     ) -> None:
         self.store = store
         self.max_age_ms = max_age_ms
-        self.history = max(1, history)
         self.max_wait_s = max_wait_s
         self.settle_s = settle_s
+        self.committed: Committed = committed or (lambda partition, venue: None)
         self.watermarks: dict[tuple[int, str], int] = {}
+        self.quiet: dict[tuple[int, str], int] = {}
+        """Receive time up to which a venue's partition was found read to its end."""
         self.last_offsets: dict[tuple[int, str], int] = {}
+        self.uncommitted: dict[tuple[int, str], deque[tuple[int, int]]] = defaultdict(deque)
+        """(offset, received_at) of the records read and not yet seen committed."""
         self.held: dict[int, deque[Held]] = defaultdict(deque)
-        self.recent: dict[tuple[str, str], deque[list[Any]]] = {}
+        self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
+        self.loaded = False
 
     def reset(self) -> None:
         """Forget the in-memory view after a rebalance: the table is the truth again.
 
         Held triggers are dropped unpublished and unacknowledged: their offsets were not
         committed, so after the rebalance they are read again (by this worker or another).
+        The quote index is rebuilt from the table (recovered by then) on the next input.
         """
         self.watermarks.clear()
+        self.quiet.clear()
         self.last_offsets.clear()
-        self.recent.clear()
+        self.uncommitted.clear()
         self.held.clear()
+        self.quotes.clear()
+        self.loaded = False
 
     def on_book(
         self, book: Book, *, offset: int, partition: int, wall: float, token: Any = None
@@ -170,31 +220,41 @@ class SpreadJoin:
         """Record a book update; the outcomes of every trigger that can be decided now."""
         venue = book.venue
         if venue not in (KRX, NXT):
-            return [(token, SpreadOutcome(None, "not a KRX or NXT book"))]
+            return self.skip(partition, "not a KRX or NXT book", wall=wall, token=token)
         quote = quote_of(book, offset)
-        recent = self._recent(book.symbol, venue)
-        if not recent or offset > recent[-1][SRC]:
-            recent.append(quote)
-            state = self.store.get(book.symbol)
-            new_state = dict(state) if state is not None else {KRX: [], NXT: []}
-            new_state[venue] = [*new_state[venue][1 - self.history :], quote]
-            new_state["p"] = partition
-            self.store[book.symbol] = new_state
+        quotes = self._quotes(book.symbol, venue)
+        if not quotes or offset > quotes[-1][SRC]:
+            quotes.append(quote)
+            self.store[quote_key(book.symbol, venue, offset)] = quote
         mark = (partition, venue)
         if book.received_at > self.watermarks.get(mark, -1):
             self.watermarks[mark] = book.received_at
         if offset > self.last_offsets.get(mark, -1):
             self.last_offsets[mark] = offset
+            self.uncommitted[mark].append((offset, book.received_at))
         self.held[partition].append(Held(book.symbol, venue, quote, partition, wall, token))
         decided = self._release(partition, wall)
-        self._trim(recent, partition, NXT if venue == KRX else KRX)
+        self._prune(book.symbol, venue, partition)
         return decided
+
+    def skip(
+        self, partition: int, reason: str | None, *, wall: float, token: Any = None
+    ) -> list[tuple[Any, SpreadOutcome]]:
+        """An input that is not a usable book: decided now, released after earlier triggers.
+
+        Acknowledging it before a held trigger of the same partition would let Faust commit
+        past the held one (faust-streaming #606: a single unacknowledged offset at the head
+        is committed over), and a crash would then lose it.
+        """
+        held = Held("", "", [], partition, wall, token, SpreadOutcome(None, reason))
+        self.held[partition].append(held)
+        return self._release(partition, wall)
 
     def waiting(self, wall: float) -> set[tuple[int, str]]:
         """(partition, venue) pairs whose end offset would decide a trigger held past settle."""
         out = set()
         for partition, queue in self.held.items():
-            if queue and wall - queue[0].since >= self.settle_s:
+            if queue and queue[0].outcome is None and wall - queue[0].since >= self.settle_s:
                 out.add((partition, NXT if queue[0].venue == KRX else KRX))
         return out
 
@@ -211,30 +271,56 @@ class SpreadJoin:
             out += self._release(partition, wall, ends)
         return out
 
-    def _recent(self, symbol: str, venue: str) -> deque[list[Any]]:
-        recent = self.recent.get((symbol, venue))
-        if recent is None:
-            state = self.store.get(symbol)
-            recent = self.recent[(symbol, venue)] = deque(state[venue] if state else ())
-        return recent
+    def _load(self) -> None:
+        """Index the quotes of the table (after a rebalance: recovered from the changelog)."""
+        found: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+        for key, quote in self.store.items():
+            parts = key.split("|") if isinstance(key, str) else ()
+            if len(parts) == 3 and parts[1] in (KRX, NXT) and isinstance(quote, list):
+                found[(parts[0], parts[1])].append(quote)
+        self.quotes = {
+            sv: deque(sorted(quotes, key=lambda q: int(q[SRC]))) for sv, quotes in found.items()
+        }
+        self.loaded = True
 
-    def _trim(self, recent: deque[list[Any]], partition: int, other: str) -> None:
-        """Drop quotes no trigger of the other venue can pair with any more.
+    def _quotes(self, symbol: str, venue: str) -> deque[list[Any]]:
+        if not self.loaded:
+            self._load()
+        quotes = self.quotes.get((symbol, venue))
+        if quotes is None:
+            quotes = self.quotes[(symbol, venue)] = deque()
+        return quotes
 
-        Triggers of the other venue still to come are received at or after its watermark
-        (each topic partition is written in receive order), held ones at or after the first
-        held: only the last quote before that bound and the later ones can still be chosen.
-        A cap bounds the memory while the other venue has not been read at all.
-        """
-        bound = self.watermarks.get((partition, other), -1)
+    def replay_bound(self, partition: int, venue: str) -> int:
+        """Receive time at or after which every trigger of `venue` still to come (or to come
+        again after a crash) in this partition is received; -1 if unknown."""
+        mark = (partition, venue)
+        known = max(self.watermarks.get(mark, -1), self.quiet.get(mark, -1))
+        if known < 0:
+            return -1
+        pending = self.uncommitted.get(mark)
+        if pending:
+            committed = self.committed(partition, venue)
+            if committed is not None:
+                while pending and pending[0][0] < committed:
+                    pending.popleft()
+            if pending:
+                known = min(known, pending[0][1])
         for held in self.held[partition]:
-            if held.venue == other:
-                bound = min(bound, held.quote[RECEIVED_AT])
+            if held.venue == venue:
+                known = min(known, held.quote[RECEIVED_AT])
                 break
-        while len(recent) > 1 and recent[1][RECEIVED_AT] <= bound:
-            recent.popleft()
-        while len(recent) > MAX_RECENT:
-            recent.popleft()
+        return known - ORDER_SLACK_US
+
+    def _prune(self, symbol: str, venue: str, partition: int) -> None:
+        """Drop this venue's quotes of the symbol that no trigger of the other can pair with."""
+        quotes = self._quotes(symbol, venue)
+        if len(quotes) < 2:
+            return
+        bound = self.replay_bound(partition, NXT if venue == KRX else KRX)
+        while len(quotes) > 1 and quotes[1][RECEIVED_AT] <= bound:
+            old = quotes.popleft()
+            self.store.pop(quote_key(symbol, venue, old[SRC]), None)
 
     def _release(
         self, partition: int, wall: float, ends: Mapping[tuple[int, str], int] | None = None
@@ -243,6 +329,10 @@ class SpreadJoin:
         out = []
         while queue:
             held = queue[0]
+            if held.outcome is not None:
+                queue.popleft()
+                out.append((held.token, held.outcome))
+                continue
             if not self._ready(held, wall, ends):
                 break
             queue.popleft()
@@ -251,20 +341,25 @@ class SpreadJoin:
 
     def _ready(self, held: Held, wall: float, ends: Mapping[tuple[int, str], int] | None) -> bool:
         other = (held.partition, NXT if held.venue == KRX else KRX)
-        if self.watermarks.get(other, -1) >= held.quote[RECEIVED_AT]:
+        received_at = held.quote[RECEIVED_AT]
+        if self.watermarks.get(other, -1) >= received_at:
             return True  # the other venue has been read past the trigger
         waited = wall - held.since
         if waited >= self.max_wait_s:
             return True
-        if waited >= self.settle_s and ends is not None and other in ends:
-            return self.last_offsets.get(other, -1) + 1 >= ends[other]  # read to its end
-        return False
+        if waited < self.settle_s or ends is None or other not in ends:
+            return False
+        if self.last_offsets.get(other, -1) + 1 < ends[other]:
+            return False
+        # Read to its end: what the other venue writes from now on is received after this.
+        self.quiet[other] = max(self.quiet.get(other, -1), received_at)
+        return True
 
     def decide(self, symbol: str, venue: str, quote: list[Any]) -> SpreadOutcome:
         """Pair a trigger with the other venue's latest quote received at or before it."""
         other_venue = NXT if venue == KRX else KRX
         other = None
-        for candidate in reversed(self._recent(symbol, other_venue)):
+        for candidate in reversed(self._quotes(symbol, other_venue)):
             if candidate[RECEIVED_AT] <= quote[RECEIVED_AT]:
                 other = candidate
                 break
@@ -286,24 +381,34 @@ def register(p: Processors) -> None:
     table = p.app.Table("spread_books", default=None, partitions=p.partitions["spread"])
     krx_topic, nxt_topic = p.topology.inputs("spread")
     topic_of = {KRX: krx_topic, NXT: nxt_topic}
+
+    def committed(partition: int, venue: str) -> int | None:
+        return faust_fixes.committed_offset(p.app, TP(topic_of[venue], partition))
+
     join = SpreadJoin(
         table,
         max_age_ms=settings.spread_max_age_ms,
-        history=settings.spread_history,
         max_wait_s=settings.spread_max_wait,
         settle_s=settings.spread_settle,
+        committed=committed,
     )
     out = p.output(topics.SPREAD_KRX_NXT)
+    in_order = asyncio.Lock()
 
     async def finish(decided: list[tuple[Any, SpreadOutcome]]) -> None:
-        for event, outcome in decided:
-            if outcome.record is None:
-                stats.inc(f"not published: {outcome.reason}")
-            else:
-                await out.send(key=outcome.record["symbol"], value=outcome.record)
-                stats.inc("published")
-            if event is not None:
-                event.ack()  # only now: a held trigger is replayed if the worker dies first
+        # The agent and the release timer both publish; the lock keeps the acknowledgements
+        # of each partition in offset order (decisions leave the join in that order), so
+        # that Faust never commits past an event still unpublished (faust-streaming #606).
+        async with in_order:
+            for event, outcome in decided:
+                if outcome.record is None:
+                    if outcome.reason is not None:  # (None: already counted as skipped)
+                        stats.inc(f"not published: {outcome.reason}")
+                else:
+                    await out.send(key=outcome.record["symbol"], value=outcome.record)
+                    stats.inc("published")
+                if event is not None:
+                    event.ack()  # only now: a held trigger is replayed if the worker dies
 
     @p.app.agent(p.raw_input(*p.topology.inputs("spread")), name="spread", concurrency=1)
     async def spread(stream: faust.StreamT[bytes]) -> None:
@@ -312,12 +417,13 @@ def register(p: Processors) -> None:
             stats.inc("consumed")
             record = p.decode("spread", event.value)
             book = book_from(record) if record is not None else "undecodable"
+            message = event.message
             if isinstance(book, str):
                 if record is not None:
                     stats.skip(book, record.get("symbol"))
-                event.ack()
+                skipped = join.skip(message.partition, None, wall=time.monotonic(), token=event)
+                await finish(skipped)
                 continue
-            message = event.message
             decided = join.on_book(
                 book,
                 offset=message.offset,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response, View
 
 from processors.bars import bar_record
+from processors.spread import latest_quotes
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -109,7 +110,7 @@ def register(p: Processors) -> None:
     @app.page("/kis/spread/{symbol}/")
     async def spread(web: View, request: Request, symbol: str) -> Response:
         books = table("spread_books")
-        state = books.get(symbol) if books is not None else None
+        state = latest_quotes(books, symbol) if books is not None else None
         if state is None:
             return miss(web, symbol)
         fields = ("bid", "ask", "bid_qty", "ask_qty", "event_time", "received_at", "offset")
@@ -117,6 +118,5 @@ def register(p: Processors) -> None:
             {
                 venue: dict(zip(fields, quote, strict=True)) if quote is not None else None
                 for venue, quote in state.items()
-                if venue in ("KRX", "NXT")
             }
         )

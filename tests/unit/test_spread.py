@@ -32,14 +32,16 @@ def book(venue: str, bid: int, ask: int, received_at: int, qty: int = 10) -> Boo
 class Pairing:
     """Drives a SpreadJoin; every decision is released at once unless `hold` is set."""
 
-    def __init__(self, max_age_ms: float = 1_000, history: int = 8, hold: bool = False) -> None:
+    def __init__(self, max_age_ms: float = 1_000, hold: bool = False) -> None:
         self.store: dict[str, Any] = {}
+        self.committed: dict[str, int] = {}
+        """Per venue, the offset committed (as Faust would after acknowledgements)."""
         self.join = SpreadJoin(
             self.store,
             max_age_ms=max_age_ms,
-            history=history,
             max_wait_s=1,
             settle_s=0.5,
+            committed=lambda partition, venue: self.committed.get(venue),
         )
         self.offsets = {"KRX": 0, "NXT": 0}
         self.hold = hold
@@ -150,7 +152,9 @@ def test_a_quiet_venue_read_to_its_end_releases_triggers_after_the_settle_time()
 
 def test_output_does_not_depend_on_how_the_two_topics_interleave() -> None:
     rng = random.Random(3)
-    krx, nxt, t = [], [], 0
+    krx: list[Book] = []
+    nxt: list[Book] = []
+    t = 0
     for _ in range(200):
         t += rng.randint(1, 400)
         target = krx if rng.random() < 0.5 else nxt
@@ -254,35 +258,130 @@ def test_a_replay_after_a_restore_publishes_the_same_records() -> None:
     assert again.store == first.store  # replayed updates did not change the state
 
 
-def test_table_history_bounds_how_far_back_a_replayed_trigger_can_pair() -> None:
-    first = Pairing(history=2)
-    for t in (5, 20, 30, 40):
-        first.feed(book("NXT", 100, 102, received_at=t))
-    # After a restart (in-memory view empty) a KRX update received at 10 is read: the NXT
-    # quote as of 10 (received at 5) is no longer among the 2 kept in the table.
-    again = Pairing(history=2)
-    again.store.update(first.store)
-    again.feed(book("KRX", 100, 102, received_at=10))
-    assert again.reasons[-1] == "no nxt quote before the trigger"
-    again.feed(book("KRX", 100, 102, received_at=35))
-    assert again.records[-1]["nxt_received_at"] == 30
-
-
 def test_quotes_are_kept_while_a_held_trigger_may_need_them() -> None:
-    pairing = Pairing(hold=True)
+    pairing = Pairing(max_age_ms=100_000, hold=True)
+    pairing.committed = {"KRX": 99, "NXT": 99}  # everything committed (as far as it goes)
     for t in (50, 80):
-        pairing.feed(book("NXT", 100, 102, received_at=t))  # held: KRX not read past them
+        pairing.feed(book("NXT", 100, 102, received_at=t * SECOND))  # held: KRX not read
     for t in (10, 70, 90, 120):
-        pairing.feed(book("KRX", 100, 104, received_at=t))
+        pairing.feed(book("KRX", 100, 104, received_at=t * SECOND))
     pairing.flush()
     pairs = {
         r["nxt_received_at"]: r["krx_received_at"]
         for r in pairing.records
         if r["trigger_venue"] == "NXT"
     }
-    assert pairs == {50: 10, 80: 70}
-    # 70 is the last KRX quote before the NXT watermark (80): a later NXT update may need it.
-    assert [q[5] for q in pairing.join.recent[("005930", "KRX")]] == [70, 90, 120]
+    assert pairs == {50 * SECOND: 10 * SECOND, 80 * SECOND: 70 * SECOND}
+    # KRX@70 s was the last KRX quote before the NXT watermark (80 s) when KRX@120 s came.
+    assert [q[5] // SECOND for q in pairing.join.quotes[("005930", "KRX")]] == [70, 90, 120]
+
+
+SECOND = 1_000_000  # receive times are in microseconds
+
+
+def as_of_join(krx: list[Book], nxt: list[Book]) -> set[tuple[str, int, int]]:
+    """(trigger venue, KRX and NXT receive times) of every pair, by brute force."""
+    pairs = set()
+    for trigger in krx + nxt:
+        others = nxt if trigger.venue == "KRX" else krx
+        before = [o for o in others if o.received_at <= trigger.received_at]
+        if before:
+            k, n = (trigger, before[-1]) if trigger.venue == "KRX" else (before[-1], trigger)
+            pairs.add((trigger.venue, k.received_at, n.received_at))
+    return pairs
+
+
+def test_a_replay_pairs_the_same_however_far_one_topic_was_read_ahead() -> None:
+    """Issue 6: NXT was fetched 100 updates ahead of KRX; the worker dies before KRX commits.
+
+    NXT triggers were published and committed as KRX caught up, the KRX ones stayed held
+    behind them; the restarted worker reads KRX again from offset 0 and NXT from its commit,
+    with the table as the changelog had it. Every KRX trigger must find its NXT quote again.
+    """
+    nxt = [book("NXT", 100, 104, received_at=i * SECOND + SECOND) for i in range(100)]
+    krx = [book("KRX", 100, 102, received_at=i * SECOND + SECOND // 2) for i in range(100)]
+    first = Pairing(max_age_ms=5_000, hold=True)
+    for i, b in enumerate(nxt):
+        first.feed(b, offset=i)
+    for i, b in enumerate(krx[:60]):
+        first.feed(b, offset=i)
+    assert first.decided == [("NXT", b.received_at) for b in nxt[:59]]
+    first.committed = {"NXT": 59}  # the acknowledged NXT triggers are committed
+    first.feed(krx[60], offset=60)  # (and the table is pruned as far as that allows)
+    assert len(first.store) < 100 + 61
+    # Crash. The replay starts at the committed offsets, the table as it was.
+    again = Pairing(max_age_ms=5_000, hold=True)
+    again.store.update(first.store)
+    again.committed = dict(first.committed)
+    for i, b in enumerate(krx):
+        again.feed(b, offset=i)
+    for i, b in enumerate(nxt[59:], start=59):
+        again.feed(b, offset=i)
+    again.flush()
+    published = {
+        (r["trigger_venue"], r["krx_received_at"], r["nxt_received_at"])
+        for r in first.records + again.records
+    }
+    assert len(as_of_join(krx, nxt)) == 199
+    assert published == as_of_join(krx, nxt)
+
+
+def test_quotes_go_once_no_uncommitted_trigger_of_the_other_venue_can_need_them() -> None:
+    pairing = Pairing(max_age_ms=5_000)
+    for i in range(50):
+        pairing.feed(book("KRX", 100, 102, received_at=(2 * i) * SECOND), offset=i)
+        pairing.feed(book("NXT", 100, 104, received_at=(2 * i + 1) * SECOND), offset=i)
+    assert len(pairing.store) == 100  # nothing committed yet: a replay may need them all
+    pairing.committed = {"KRX": 40, "NXT": 45}  # KRX@80 s and NXT@91 s come next
+    pairing.feed(book("KRX", 100, 102, received_at=100 * SECOND), offset=50)
+    pairing.feed(book("NXT", 100, 104, received_at=101 * SECOND), offset=50)
+    kept = {v: [q[5] // SECOND for q in pairing.join.quotes[("005930", v)]] for v in ("KRX", "NXT")}
+    # KRX quotes from the last one before NXT@91 s; NXT ones from the last before KRX@80 s.
+    assert kept == {"KRX": [90, 92, 94, 96, 98, 100], "NXT": list(range(79, 102, 2))}
+    assert sorted(pairing.store) == sorted(
+        f"005930|{v}|{q[6]}" for v in ("KRX", "NXT") for q in pairing.join.quotes[("005930", v)]
+    )
+
+
+def test_a_quiet_venue_read_to_its_end_lets_the_other_venues_quotes_go() -> None:
+    pairing = Pairing(max_age_ms=5_000, hold=True)
+    pairing.feed(book("NXT", 100, 104, received_at=0), offset=0)
+    pairing.committed = {"NXT": 1}
+    for i in range(1, 20):  # NXT closed: each KRX trigger is released on NXT's end offset
+        pairing.feed(book("KRX", 100, 102, received_at=i * SECOND), offset=i - 1, wall=i)
+        pairing.flush(wall=i + 0.6, ends={(0, "NXT"): 1})
+        pairing.committed["KRX"] = i
+    assert len(pairing.records) == 5  # within 5 s of the NXT quote
+    # NXT is known quiet through KRX@18 s (when found at its end): KRX@17 s may still pair.
+    assert [q[5] // SECOND for q in pairing.join.quotes[("005930", "KRX")]] == [17, 18, 19]
+    assert len(pairing.store) == 4
+
+
+def test_an_input_that_is_not_a_book_is_released_after_earlier_held_triggers() -> None:
+    pairing = Pairing(hold=True)
+    pairing.feed(book("KRX", 100, 102, received_at=10))
+    assert pairing.join.skip(0, "undecodable", wall=0.0, token="bad") == []
+    pairing.feed(book("NXT", 100, 104, received_at=20))
+    assert pairing.decided == [("KRX", 10), "bad"]
+    assert pairing.join.skip(1, None, wall=0.0, token="alone") == [
+        ("alone", SpreadOutcome(None, None))
+    ]
+
+
+def test_committed_offsets_are_recorded_when_the_broker_accepted_them() -> None:
+    import faust
+    from faust.types import TP
+
+    from processors import faust_fixes
+
+    faust_fixes.apply()
+    app = faust.App("spread-commits", broker="kafka://127.0.0.1:1", store="memory://")
+    tp = TP("kis.h0stasp0", 0)
+    assert faust_fixes.committed_offset(app, tp) is None
+    app.tables.on_commit({tp: 7})
+    app.tables.on_commit({tp: 5, TP("kis.h0nxasp0", 0): 3})
+    assert faust_fixes.committed_offset(app, tp) == 7
+    assert faust_fixes.committed_offset(app, TP("kis.h0nxasp0", 0)) == 3
 
 
 def test_start_up_refuses_books_with_different_partition_counts() -> None:
