@@ -7,7 +7,10 @@ for two things at once:
   padding, truncation, binary junk, invalid UTF-8, a letter where a number belongs) comes
   back as a `DecodeError` whose ``reason`` starts with a stable code (`REASON_CODES`),
   e.g. ``bad_number: field STCK_PRPR='7a100' (record 0)``.
-- **Speed.** Per TR and record width the decoder compiles a converter that types a whole
+- **Speed.** When the compiled extension `kis_native` (native/, see producer/native.py) is
+  available, it splits and types whole payloads; it takes only the plainly regular cases
+  and hands anything else back to the Python path below, which stays the reference.
+  Per TR and record width the Python path compiles a converter that types a whole
   record with C-level ``map``/``itemgetter`` passes (no Python call per field). Anything
   unusual (an empty numeric field, ``(null)``, an out-of-range number) falls back to a
   per-field path that gives the same values, or the precise reason.
@@ -40,6 +43,7 @@ import orjson
 from Crypto.Cipher import AES
 
 from producer.catalogue import Catalogue, FieldSpec, TrSpec, load_catalogue
+from producer.native import native_module
 from producer.records import DecodeError, Record
 
 log = logging.getLogger(__name__)
@@ -175,6 +179,18 @@ def _getter_expr(name: str, indices: Sequence[int], env: dict[str, Any]) -> str:
     return f"{name}(p)"
 
 
+_TYPE_ORDER = ("string", "long", "double", "time", "date")
+
+
+def converter_columns(fields: Sequence[FieldSpec | None]) -> list[tuple[str, int, str]]:
+    """(column, position, type) in the order the converters emit the keys: grouped by type
+    (strings, longs, doubles, times, dates), then by position."""
+    return sorted(
+        ((f.column, i, f.type) for i, f in enumerate(fields) if f is not None),
+        key=lambda c: (_TYPE_ORDER.index(c[2]), c[1]),
+    )
+
+
 def compile_converter(fields: Sequence[FieldSpec | None], missing: Sequence[str] = ()) -> Converter:
     """A function typing one record: ``p[i]`` is the text of ``fields[i]`` (None: not
     mapped); ``missing`` columns (the frame lacks them) come out None.
@@ -274,9 +290,18 @@ class _Layout:
     """How to read records of one width of one TR: which field each position holds,
     which columns the width lacks, and which positions go to `Record.extra`."""
 
-    __slots__ = ("convert", "extra_from", "extra_positions", "fields", "missing", "plain", "width")
+    __slots__ = (
+        "convert",
+        "extra_from",
+        "extra_positions",
+        "fields",
+        "missing",
+        "native",
+        "plain",
+        "width",
+    )
 
-    def __init__(self, spec: TrSpec, width: int) -> None:
+    def __init__(self, spec: TrSpec, width: int, native: Any = None) -> None:
         self.width = width
         names = spec.layouts.get(width)
         fields: tuple[FieldSpec | None, ...]
@@ -293,6 +318,12 @@ class _Layout:
         self.extra_from = len(fields) if width > len(fields) else None
         self.plain = not self.extra_positions and self.extra_from is None
         self.convert = compile_converter(fields, self.missing)
+        # The compiled converter (kis_native.RecordLayout) of this width, if available.
+        self.native = (
+            native.RecordLayout(width, converter_columns(fields), list(self.missing))
+            if native is not None
+            else None
+        )
 
     def extra(self, chunk: Sequence[str]) -> list[str] | None:
         if not self.extra_positions:
@@ -311,6 +342,7 @@ class _TrPlan:
         "layouts",
         "max_width",
         "min_width",
+        "native",
         "needs_business_date",
         "spec",
         "symbol_column",
@@ -320,8 +352,9 @@ class _TrPlan:
         "width",
     )
 
-    def __init__(self, spec: TrSpec) -> None:
+    def __init__(self, spec: TrSpec, native: Any = None) -> None:
         self.spec = spec
+        self.native = native
         self.topic = spec.topic
         # Read the symbol straight from the text unless positions vary by layout.
         self.symbol_index = spec.symbol_index if not spec.layouts else -1
@@ -334,12 +367,12 @@ class _TrPlan:
         # record; a count that does not match the payload shows up as a far-off width.
         self.min_width = max(2, spec.width * 3 // 4, spec.symbol_index + 1)
         self.max_width = spec.width * 3 // 2
-        self.layouts: dict[int, _Layout] = {spec.width: _Layout(spec, spec.width)}
+        self.layouts: dict[int, _Layout] = {spec.width: _Layout(spec, spec.width, native)}
 
     def layout(self, width: int) -> _Layout:
         layout = self.layouts.get(width)
         if layout is None:
-            layout = self.layouts[width] = _Layout(self.spec, width)
+            layout = self.layouts[width] = _Layout(self.spec, width, self.native)
         return layout
 
 
@@ -358,9 +391,11 @@ class FrameDecoder:
     ) -> None:
         self.catalogue = catalogue if catalogue is not None else load_catalogue()
         self.business_date = business_date if business_date is not None else korea_today
+        self.native = native_module() is not None
+        """Whether the compiled hot path is in use (decided when the decoder is built)."""
         self._plans: dict[str, _TrPlan] = {}
         for spec in self.catalogue:
-            plan = _TrPlan(spec)
+            plan = _TrPlan(spec, native_module())
             for tr_id in spec.tr_ids:
                 self._plans[tr_id] = plan
         self._keys: dict[str, tuple[bytes, bytes] | str] = {}
@@ -461,8 +496,9 @@ class FrameDecoder:
         elif enc != "0":
             return f"bad_enc: {enc[:8]!r}"
 
-        values = payload.split("^")
-        total = len(values)
+        # The compiled path splits the payload itself: only count the separators here.
+        values = None if self.native else payload.split("^")
+        total = payload.count("^") + 1 if values is None else len(values)
         width = total // count
         if width * count != total:
             return f"width: {total} fields do not split into {count} records"
@@ -480,6 +516,14 @@ class FrameDecoder:
             layout = plan.layouts[width]
 
         business_day = self._business_day() if plan.needs_business_date else 0
+        if layout.native is not None:
+            typed = layout.native.convert(payload, count)
+            if typed is not None:
+                return self._records(
+                    plan, layout, typed, payload, business_day, received_at, session, seq
+                )
+            values = payload.split("^")
+        assert values is not None
         convert = layout.convert
         plain_layout = layout.plain
         symbol_index = plan.symbol_index
@@ -518,6 +562,57 @@ class FrameDecoder:
                     i,
                     fields,
                     None if plain_layout else layout.extra(chunk),
+                )
+            )
+        return records
+
+    def _records(
+        self,
+        plan: _TrPlan,
+        layout: _Layout,
+        typed: list[dict[str, Any]],
+        payload: str,
+        business_day: int,
+        received_at: int,
+        session: str,
+        seq: int,
+    ) -> list[Record] | str:
+        """Records from dicts the compiled converter typed (the same values as `convert`)."""
+        spec = plan.spec
+        symbol_column, time_column, date_column = (
+            plan.symbol_column,
+            plan.time_column,
+            plan.date_column,
+        )
+        venue, canonical = spec.venue, spec.tr_id
+        values = None if layout.plain else payload.split("^")
+        width = layout.width
+        records: list[Record] = []
+        for i, fields in enumerate(typed):
+            symbol = fields[symbol_column]  # a string field: its text, None when empty
+            if symbol is None:
+                return f"no_symbol: field {spec.symbol_field} empty (record {i})"
+            event_time = None
+            if time_column is not None:
+                t = fields[time_column]
+                if t is not None:
+                    day = business_day if date_column is None else fields[date_column]
+                    if day is None:
+                        day = self._business_day()
+                    event_time = day * DAY_MS + t - KST_OFFSET_MS
+            extra = None if values is None else layout.extra(values[i * width : (i + 1) * width])
+            records.append(
+                Record(
+                    canonical,
+                    venue,
+                    symbol,
+                    event_time,
+                    received_at,
+                    session,
+                    seq,
+                    i,
+                    fields,
+                    extra,
                 )
             )
         return records

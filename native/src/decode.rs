@@ -8,7 +8,7 @@
 //! It never raises for any payload.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FieldType {
@@ -31,8 +31,25 @@ pub struct RecordLayout {
     width: usize,
     /// In the Python converter's key order: strings, longs, doubles, times, dates.
     columns: Vec<Column>,
-    /// Columns this width lacks: None, after all others.
-    missing: Vec<Py<PyString>>,
+    /// Every column (then the missing ones) -> None: copied for each record.
+    template: Py<PyDict>,
+}
+
+/// `dict[key] = value` without pyo3's generic conversions (the hot loop).
+#[inline]
+fn set_item(
+    dict: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyString>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    // SAFETY: all three are live objects held by the caller; PyDict_SetItem takes its own
+    // references.
+    let status = unsafe { pyo3::ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(dict.py()))
+    }
 }
 
 enum Value<'a> {
@@ -190,6 +207,7 @@ impl RecordLayout {
     /// Python converter emits them; `missing`: columns that come out None, after those.
     #[new]
     fn new(
+        py: Python<'_>,
         width: usize,
         columns: Vec<(Bound<'_, PyString>, usize, String)>,
         missing: Vec<Bound<'_, PyString>>,
@@ -219,10 +237,17 @@ impl RecordLayout {
                 ftype,
             });
         }
+        let template = PyDict::new(py);
+        for column in &out {
+            template.set_item(column.key.bind(py), py.None())?;
+        }
+        for key in missing {
+            template.set_item(key, py.None())?;
+        }
         Ok(RecordLayout {
             width,
             columns: out,
-            missing: missing.into_iter().map(Bound::unbind).collect(),
+            template: template.unbind(),
         })
     }
 
@@ -269,34 +294,24 @@ impl RecordLayout {
                 }
             }
         }
+        // Each record's dict starts as a copy of the template (every key -> None, in order),
+        // so setting the typed values never resizes it; null values stay as copied.
         let records = PyList::empty(py);
-        let none = py.None();
-        let per_record = self.columns.len().max(1);
-        for chunk in values.chunks(per_record).take(count) {
-            let dict = PyDict::new(py);
+        let template = self.template.bind(py);
+        let per_record = self.columns.len();
+        for r in 0..count {
+            let dict = template.copy()?;
+            let chunk = &values[r * per_record..(r + 1) * per_record];
             for (column, value) in self.columns.iter().zip(chunk) {
-                let key = column.key.bind(py);
-                match value {
-                    Value::Null => dict.set_item(key, &none)?,
-                    Value::Text(t) => dict.set_item(key, PyString::new(py, t))?,
-                    Value::Long(n) => dict.set_item(key, *n)?,
-                    Value::Double(x) => dict.set_item(key, *x)?,
-                }
-            }
-            for key in &self.missing {
-                dict.set_item(key.bind(py), &none)?;
+                let object: Bound<'py, PyAny> = match value {
+                    Value::Null => continue,
+                    Value::Text(t) => PyString::new(py, t).into_any(),
+                    Value::Long(n) => n.into_pyobject(py)?.into_any(),
+                    Value::Double(x) => PyFloat::new(py, *x).into_any(),
+                };
+                set_item(&dict, column.key.bind(py), &object)?;
             }
             records.append(dict)?;
-        }
-        if self.columns.is_empty() {
-            // values.chunks() yields nothing: still one (all-missing) dict per record.
-            for _ in 0..count {
-                let dict = PyDict::new(py);
-                for key in &self.missing {
-                    dict.set_item(key.bind(py), &none)?;
-                }
-                records.append(dict)?;
-            }
         }
         Ok(Some(records))
     }
