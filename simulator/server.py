@@ -26,12 +26,17 @@ from simulator import wire
 from simulator.clock import MarketClock
 from simulator.faults import FaultError, Faults
 from simulator.market import GenRecord, Market, MarketConfig
+from simulator.pacing import LoadPacer
 from simulator.protocol import Delivery, Registry, Session
 from simulator.replay import ReplayFrame, ReplaySource
 from simulator.spec import TrLayout, canonical_tr_id, load_layouts
 from simulator.truth import TruthLog
 
 log = logging.getLogger("kis_stream.simulator")
+
+MAX_LOAD_CHUNK = 2_000
+"""Load-mode records per generation step, at most: small enough to keep the loop responsive."""
+LOAD_REPORT_EVERY = 10.0
 
 
 @dataclass
@@ -90,6 +95,7 @@ class SimulatorServer:
         self.frames_by_tr: Counter[str] = Counter()
         self.unsent = 0
         self.load_delivered = 0
+        self.pacer: LoadPacer | None = None
         self._session_counter = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._session_tasks: set[asyncio.Task[None]] = set()
@@ -234,6 +240,7 @@ class SimulatorServer:
             "truth_seq": self.truth.seq if self.truth else None,
             "replay": self.replay.progress() if self.replay else None,
             "faults": self.faults.snapshot(time.monotonic()),
+            "load": self.pacer.snapshot(time.monotonic()) if self.pacer else None,
             "process_cpu_seconds": round(time.process_time(), 3),
         }
 
@@ -371,33 +378,79 @@ class SimulatorServer:
     # ---- data -----------------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        if self.replay is not None:
+            await self._pump_replay(self.replay)
+        elif self.config.load:
+            await self._pump_load(self.config.load)
+        else:
+            while True:
+                await asyncio.sleep(self.config.tick)
+                self._advance_market()
+
+    async def _pump_replay(self, replay: ReplaySource) -> None:
         loop = asyncio.get_running_loop()
-        load = self.config.load
-        credit, last = 0.0, loop.time()
         while True:
             await asyncio.sleep(self.config.tick)
             try:
-                if self.replay is not None:
-                    # the recording starts playing when the first client has subscribed
-                    if self.replay.started or self.subscribers:
-                        self._dispatch_replay(self.replay.due(loop.time()))
-                    continue
-                market = self.market
-                assert market is not None
-                now = self.clock.now()
-                self._dispatch(market.advance(now))
-                if load:
-                    # credit accrues at the target rate, capped so a slow spell is not repaid
-                    wall = loop.time()
-                    credit = min(credit + load * (wall - last), load * 0.25)
-                    last = wall
-                    if credit >= 1 and self.subscribers:
-                        burst = market.burst(int(credit), now, self._is_live)
-                        delivered = self._dispatch(burst)
-                        self.load_delivered += delivered
-                        credit -= delivered
+                # the recording starts playing when the first client has subscribed
+                if replay.started or self.subscribers:
+                    self._dispatch_replay(replay.due(loop.time()))
             except Exception:  # keep serving whatever one tick did
-                log.exception("simulator pump tick failed")
+                log.exception("simulator replay tick failed")
+
+    def _advance_market(self) -> int:
+        """The market's own events up to the clock's time; returns records delivered."""
+        assert self.market is not None
+        try:
+            return self._dispatch(self.market.advance(self.clock.now()))
+        except Exception:  # keep serving whatever one tick did
+            log.exception("simulator market tick failed")
+            return 0
+
+    async def _pump_load(self, rate: float) -> None:
+        """Load mode: extra events in chunks, paced against an absolute schedule.
+
+        A chunk is one tick's worth of records (at most MAX_LOAD_CHUNK), so frames still fill
+        up to `max_batch` records, and the loop yields after each: writers and PINGPONG run
+        between chunks.
+        """
+        loop = asyncio.get_running_loop()
+        market = self.market
+        assert market is not None
+        pacer = self.pacer = LoadPacer(rate, loop.time())  # loop.time() is time.monotonic()
+        next_tick = loop.time()
+        reported_off = 0
+        next_report = loop.time() + LOAD_REPORT_EVERY
+        while True:
+            now = loop.time()
+            if now >= next_tick:
+                next_tick = now + self.config.tick
+                pacer.add(self._advance_market())
+            if not self.subscribers:
+                pacer.pause(now)
+                await asyncio.sleep(self.config.tick)
+                continue
+            chunk = max(1, min(MAX_LOAD_CHUNK, int(rate * self.config.tick)))
+            owed = pacer.owed(now)
+            if owed < chunk:
+                await asyncio.sleep(min((chunk - owed) / rate, next_tick - now, self.config.tick))
+                continue
+            try:
+                burst = market.burst(chunk, self.clock.now(), self._is_live)
+                delivered = self._dispatch(burst)
+            except Exception:
+                log.exception("simulator load chunk failed")
+                delivered = chunk  # do not retry a failing chunk in a tight loop
+            pacer.add(delivered)
+            self.load_delivered += delivered
+            if now >= next_report:
+                next_report = now + LOAD_REPORT_EVERY
+                if pacer.written_off > reported_off:
+                    log.warning("load mode cannot keep up with %.0f records/s: %d records behind "
+                                "schedule written off in the last %.0f s", rate,
+                                pacer.written_off - reported_off, LOAD_REPORT_EVERY)  # fmt: skip
+                    reported_off = pacer.written_off
+            await asyncio.sleep(0)
 
     def _is_live(self, tr_id: str, key: str) -> bool:
         return (tr_id, key) in self.subscribers
