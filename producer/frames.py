@@ -179,16 +179,9 @@ def _getter_expr(name: str, indices: Sequence[int], env: dict[str, Any]) -> str:
     return f"{name}(p)"
 
 
-_TYPE_ORDER = ("string", "long", "double", "time", "date")
-
-
 def converter_columns(fields: Sequence[FieldSpec | None]) -> list[tuple[str, int, str]]:
-    """(column, position, type) in the order the converters emit the keys: grouped by type
-    (strings, longs, doubles, times, dates), then by position."""
-    return sorted(
-        ((f.column, i, f.type) for i, f in enumerate(fields) if f is not None),
-        key=lambda c: (_TYPE_ORDER.index(c[2]), c[1]),
-    )
+    """(column, position, type) of the mapped fields, in field order (the dict's key order)."""
+    return [(f.column, i, f.type) for i, f in enumerate(fields) if f is not None]
 
 
 def compile_converter(fields: Sequence[FieldSpec | None], missing: Sequence[str] = ()) -> Converter:
@@ -255,13 +248,19 @@ def compile_converter(fields: Sequence[FieldSpec | None], missing: Sequence[str]
         parts.append(f"*map(TG, {_getter_expr('gt', groups['time'], env)})")
     if groups["date"]:
         parts.append(f"*map(DG, {_getter_expr('gdd', groups['date'], env)})")
-    order = [fields[i].column for t in groups for i in groups[t]]  # type: ignore[union-attr]
-    order += missing
-    env["COLS"] = tuple(order)
+    # Values come out grouped by type; the dict is built in field order (then the missing
+    # columns), as the per-field path builds it, so key order never depends on the path.
+    grouped = [i for t in groups for i in groups[t]]
+    positional = sorted(grouped)
+    env["COLS"] = tuple([fields[i].column for i in positional] + list(missing))  # type: ignore[union-attr]
+    values = f"[{', '.join(parts)}]" if parts else "[]"
+    if grouped != positional:
+        env["PERM"] = itemgetter(*[grouped.index(i) for i in positional])
+        values = f"PERM({values})"
     if missing:
         env["NONES"] = (None,) * len(missing)
-        parts.append("*NONES")
-    body.append(f"return dict(zip(COLS, [{', '.join(parts)}]))")
+        values = f"(*{values}, *NONES)"
+    body.append(f"return dict(zip(COLS, {values}))")
     source = "def convert(p):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(source, f"<converter {len(fields)} fields>", "exec"), env)
     convert: Converter = env["convert"]
