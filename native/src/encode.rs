@@ -59,6 +59,17 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_string())
 }
 
+fn struct_error(py: Python<'_>) -> PyErr {
+    const MESSAGE: &str = "required argument is not a float";
+    match py.import("struct").and_then(|m| m.getattr("error")) {
+        Ok(class) => match class.cast_into::<pyo3::types::PyType>() {
+            Ok(class) => PyErr::from_type(class, MESSAGE),
+            Err(_) => PyValueError::new_err(MESSAGE),
+        },
+        Err(err) => err,
+    }
+}
+
 fn expected(what: &str, value: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("expected {what}, got {}", type_name(value)))
 }
@@ -97,7 +108,11 @@ fn write_value(
             let number = if value.is_exact_instance_of::<PyFloat>() {
                 value.cast::<PyFloat>()?.value()
             } else if value.is_exact_instance_of::<PyInt>() {
-                value.extract::<f64>()?
+                match value.extract::<f64>() {
+                    Ok(number) => number,
+                    // As struct.pack("<d", int) in the Python encoder.
+                    Err(_) => return Err(struct_error(value.py())),
+                }
             } else {
                 return Err(expected("float", value));
             };
