@@ -27,6 +27,7 @@ import click
 from producer.avro import FastavroEncoder, RawEncoder, raw_schema, to_avro
 from producer.catalogue import Catalogue, TrSpec, load_catalogue
 from producer.frames import FrameDecoder, encrypt_payload, format_value
+from producer.native import native_module, pure_python
 
 KEY = "abcdefghijklmnopabcdefghijklmnop"
 IV = "0123456789abcdef"
@@ -171,13 +172,57 @@ def _new_decoder(catalogue: Catalogue) -> FrameDecoder:
     return decoder
 
 
+def _paths(catalogue: Catalogue) -> list[tuple[str, FrameDecoder, RawEncoder]]:
+    """(label, decoder, encoder): the compiled path when kis_native is usable, and the
+    pure-Python reference."""
+    paths = []
+    if native_module() is not None:
+        paths.append(("", _new_decoder(catalogue), _new_encoder(catalogue)))
+    with pure_python():
+        paths.append((" (pure Python)", _new_decoder(catalogue), _new_encoder(catalogue)))
+    return paths
+
+
+def _new_encoder(catalogue: Catalogue) -> RawEncoder:
+    return RawEncoder({spec.tr_id: 1 for spec in catalogue}, catalogue)
+
+
 def run_decode_bench(
     n_frames: int = 50_000, pandas_frames: int = 2_000, repeat: int = 5
 ) -> dict[str, Any]:
     catalogue = load_catalogue()
     frames = build_frames(n_frames, catalogue=catalogue)
-    decoder = _new_decoder(catalogue)
-    encoder = RawEncoder({spec.tr_id: 1 for spec in catalogue}, catalogue)
+    results: list[Measure] = []
+    for label, decoder, encoder in _paths(catalogue):
+        results += _time_paths(label, frames, decoder, encoder, repeat)
+    results.append(_time_fastavro(frames[: max(1, n_frames // 10)], catalogue, repeat))
+    pandas_measure = _time_pandas(frames[:pandas_frames], catalogue)
+    if pandas_measure is not None:
+        results.append(pandas_measure)
+    kinds = Counter(catalogue[f.split("|", 2)[1]].kind for f in frames)
+    return {
+        "frames": len(frames),
+        "records": results[0].records,
+        "native": native_module() is not None,
+        "kinds": dict(kinds),
+        "results": [
+            {
+                "name": m.name,
+                "records": m.records,
+                "records_per_s": round(m.records_per_s),
+                "records_per_cpu_s": round(m.records_per_cpu_s),
+                "us_per_record": round(m.cpu_s / m.records * 1e6, 2),
+            }
+            for m in results
+        ],
+        "machine": machine(),
+    }
+
+
+def _time_paths(
+    label: str, frames: list[str], decoder: FrameDecoder, encoder: RawEncoder, repeat: int
+) -> list[Measure]:
+    """Decode alone, then decode + Avro encode, with one decoder/encoder pair."""
     decode = decoder.decode
 
     def decode_only() -> int:
@@ -200,36 +245,16 @@ def run_decode_bench(
     errors = [f for f in frames[:1000] if not isinstance(decode(f, received_at=0), list)]
     if errors:
         raise RuntimeError(f"benchmark frames do not decode: {errors[0][:80]!r}")
-    results = [
-        _time("decode", decode_only, repeat),
-        _time("decode + avro", decode_encode, repeat),
+    return [
+        _time(f"decode{label}", decode_only, repeat),
+        _time(f"decode + avro{label}", decode_encode, repeat),
     ]
-    results.append(_time_fastavro(frames[: max(1, n_frames // 10)], catalogue, repeat))
-    pandas_measure = _time_pandas(frames[:pandas_frames], catalogue)
-    if pandas_measure is not None:
-        results.append(pandas_measure)
-    kinds = Counter(catalogue[f.split("|", 2)[1]].kind for f in frames)
-    return {
-        "frames": len(frames),
-        "records": results[0].records,
-        "kinds": dict(kinds),
-        "results": [
-            {
-                "name": m.name,
-                "records": m.records,
-                "records_per_s": round(m.records_per_s),
-                "records_per_cpu_s": round(m.records_per_cpu_s),
-                "us_per_record": round(m.cpu_s / m.records * 1e6, 2),
-            }
-            for m in results
-        ],
-        "machine": machine(),
-    }
 
 
 def _time_fastavro(frames: list[str], catalogue: Catalogue, repeat: int) -> Measure:
     """The same decode + encode with fastavro's schemaless_writer (for comparison)."""
-    decoder = _new_decoder(catalogue)
+    with pure_python():
+        decoder = _new_decoder(catalogue)
     encoders = {spec.tr_id: FastavroEncoder(raw_schema(spec), 1) for spec in catalogue}
 
     def run() -> int:
@@ -241,7 +266,7 @@ def _time_fastavro(frames: list[str], catalogue: Catalogue, repeat: int) -> Meas
             records += len(result)  # type: ignore[arg-type]
         return records
 
-    return _time("decode + avro via fastavro", run, max(1, repeat // 2))
+    return _time("decode (pure Python) + avro via fastavro", run, max(1, repeat // 2))
 
 
 def _time_pandas(frames: list[str], catalogue: Catalogue) -> Measure | None:
@@ -299,16 +324,19 @@ def decode_bench(n_frames: int, pandas_frames: int, repeat: int, as_json: bool) 
     m = report["machine"]
     click.echo(
         f"{report['frames']} frames, {report['records']} records, mix {report['kinds']}\n"
-        f"machine: {m['cpu']} x{m['cpus']}, Python {m['python']}, load {m['load_avg_1m']}"
+        f"machine: {m['cpu']} x{m['cpus']}, Python {m['python']}, load {m['load_avg_1m']}\n"
+        + ("compiled path: kis_native" if report["native"] else "kis_native NOT in use")
     )
-    click.echo(f"{'path':34s} {'records/s':>12s} {'rec/CPU-s':>12s} {'us/record':>10s}")
+    click.echo(f"{'path':42s} {'records/s':>12s} {'rec/CPU-s':>12s} {'us/record':>10s}")
     for r in report["results"]:
         click.echo(
-            f"{r['name']:34s} {r['records_per_s']:>12,} {r['records_per_cpu_s']:>12,} "
+            f"{r['name']:42s} {r['records_per_s']:>12,} {r['records_per_cpu_s']:>12,} "
             f"{r['us_per_record']:>10}"
         )
     by_name = {r["name"]: r for r in report["results"]}
     naive = by_name.get("pandas read_csv (broker sample)")
     if naive:
-        ratio = by_name["decode"]["records_per_cpu_s"] / naive["records_per_cpu_s"]
-        click.echo(f"decode vs pandas: {ratio:.0f}x")
+        for name in ("decode", "decode (pure Python)"):
+            if name in by_name:
+                ratio = by_name[name]["records_per_cpu_s"] / naive["records_per_cpu_s"]
+                click.echo(f"{name} vs pandas (per CPU-s): {ratio:.0f}x")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 log = logging.getLogger(__name__)
@@ -72,3 +74,17 @@ def unavailable_reason() -> str | None:
     """Why the extension cannot be used (None when it can), ignoring the override."""
     _load()
     return _load_error
+
+
+@contextmanager
+def pure_python() -> Iterator[None]:
+    """Decoders and encoders built inside use the pure-Python path (comparisons)."""
+    old = os.environ.get(PURE_PYTHON_ENV)
+    os.environ[PURE_PYTHON_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[PURE_PYTHON_ENV]
+        else:
+            os.environ[PURE_PYTHON_ENV] = old

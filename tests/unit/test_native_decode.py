@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,13 @@ from hypothesis import strategies as st
 
 from producer.catalogue import TrSpec, load_catalogue
 from producer.frames import FrameDecoder, encrypt_payload, format_record
-from producer.native import PURE_PYTHON_ENV, native_module, pure_python_forced, unavailable_reason
+from producer.native import (
+    PURE_PYTHON_ENV,
+    native_module,
+    pure_python,
+    pure_python_forced,
+    unavailable_reason,
+)
 from producer.records import DecodeError, Record
 from tests.unit.test_fuzz_decoder import _mutators, _seed_frames
 
@@ -40,19 +43,6 @@ CATALOGUE = load_catalogue()
 KEY = "abcdefghijklmnopabcdefghijklmnop"
 IV = "0123456789abcdef"
 DAY = dt.date(2026, 9, 14)
-
-
-@contextmanager
-def pure_python() -> Iterator[None]:
-    old = os.environ.get(PURE_PYTHON_ENV)
-    os.environ[PURE_PYTHON_ENV] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[PURE_PYTHON_ENV]
-        else:
-            os.environ[PURE_PYTHON_ENV] = old
 
 
 def _decoders() -> tuple[FrameDecoder, FrameDecoder]:

@@ -30,9 +30,8 @@ from producer.avro import (
     to_avro,
 )
 from producer.catalogue import TrSpec, load_catalogue
-from producer.native import PURE_PYTHON_ENV, native_module, pure_python_forced
+from producer.native import PURE_PYTHON_ENV, native_module, pure_python, pure_python_forced
 from producer.records import DecodeError, Record
-from tests.unit.test_native_decode import pure_python
 
 pytestmark = pytest.mark.skipif(
     pure_python_forced(), reason=f"{PURE_PYTHON_ENV}=1: pure Python on purpose"
