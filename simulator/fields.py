@@ -1,13 +1,20 @@
-"""Domestic record contents: market state -> {KIS field name: wire string}.
+"""Domestic record contents: market state -> the wire strings of one record.
 
-Values are built by name and laid out in catalogue order by the caller, so a TR that gains a
-field in the catalogue gets it (empty) without touching this module. Formatting follows
-what real frames show: whole KRW prices, signed differences ("-300"), two-decimal rates.
+Each builder returns its values in the field order it knows (TRADE_FIELDS, BOOK_FIELDS,
+PROGRAM_FIELDS, STATUS_FIELDS); a `RowLayout` maps that order onto a TR's catalogue order,
+so a TR that gains or reorders fields in the catalogue gets them (unknown ones empty) without
+touching this module, and the usual case, a catalogue that starts with the known order, costs
+at most a slice. Records are built as lists: this is the simulator's hottest code. Formatting
+follows what real frames show: whole KRW prices, signed differences ("-300"), two-decimal
+rates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
 
 from simulator.book import LEVELS
 from simulator.clock import hhmmss
@@ -33,6 +40,19 @@ class Reference:
     lower: int
     shares: int
     prev_volume: int
+    _versus_prev: dict[int, tuple[str, str, str, str]] = field(default_factory=dict, repr=False)
+
+    def versus_prev(self, price: int) -> tuple[str, str, str, str]:
+        """(price, PRDY_VRSS_SIGN, PRDY_VRSS, PRDY_CTRT) of a price (memoised: prices repeat)."""
+        known = self._versus_prev.get(price)
+        if known is None:
+            if len(self._versus_prev) > 10_000:
+                self._versus_prev.clear()
+            diff = price - self.prev_close
+            sign = sign_code(diff, price, self.upper, self.lower)
+            known = (str(price), sign, str(diff), pct(diff, self.prev_close))
+            self._versus_prev[price] = known
+        return known
 
 
 def sign_code(diff: int, price: int = 0, upper: int = 0, lower: int = 0) -> str:
@@ -57,13 +77,50 @@ class _IntStr(dict[int, str]):
 INT_STR = _IntStr()
 
 
+class _SignedDiff(dict[int, tuple[str, str]]):
+    """difference -> (sign code, text): the OPRC/HGPR/LWPR_VRSS_PRPR pairs of trade records."""
+
+    def __missing__(self, diff: int) -> tuple[str, str]:
+        if len(self) > 100_000:
+            self.clear()
+        pair = self[diff] = (sign_code(diff), str(diff))
+        return pair
+
+
+SIGNED_DIFF = _SignedDiff()
+
+
 def pct(num: float, den: float) -> str:
     return f"{num * 100 / den:.2f}" if den else "0.00"
 
 
-def _prev_same_time(ref: Reference, t: float) -> int:
-    frac = min(1.0, max(0.0, (t - 9 * 3600) / REGULAR_DAY_SECONDS))
-    return int(ref.prev_volume * frac)
+class RowLayout:
+    """A builder's known field order laid out in a TR's catalogue order.
+
+    `aliases` names catalogue fields that carry a known field under another name. Fields the
+    builder does not know come out empty.
+    """
+
+    __slots__ = ("_pick", "_width")
+
+    def __init__(
+        self, known: tuple[str, ...], names: tuple[str, ...], aliases: Mapping[str, str] = {}
+    ) -> None:
+        index = {name: i for i, name in enumerate(known)}
+        picks = [index.get(aliases.get(name, name), len(known)) for name in names]
+        self._width = len(names)
+        self._pick: itemgetter[Any] | None = None
+        if picks != list(range(len(names))):
+            self._pick = itemgetter(*picks, len(known))  # one more: never a bare item
+
+    def arrange(self, values: list[str]) -> list[str]:
+        """`values` (in the known order; may be reused) -> the record in catalogue order."""
+        if self._pick is None:
+            return values if len(values) == self._width else values[: self._width]
+        values.append("")  # the slot of every field the builder does not know
+        row = list(self._pick(values))
+        row.pop()
+        return row
 
 
 TRADE_FIELDS = (
@@ -76,22 +133,15 @@ TRADE_FIELDS = (
     "LWPR_VRSS_PRPR", "BSOP_DATE", "NEW_MKOP_CLS_CODE", "TRHT_YN", "ASKP_RSQN1", "BIDP_RSQN1",
     "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "VOL_TNRT", "PRDY_SMNS_HOUR_ACML_VOL",
     "PRDY_SMNS_HOUR_ACML_VOL_RATE", "HOUR_CLS_CODE", "MRKT_TRTM_CLS_CODE", "VI_STND_PRC",
+    "MARKET_CLS_CODE",
 )  # fmt: skip
-"""The trade/expected layout this module knows, in KIS order (the side code is named
-CCLD_DVSN on H0STCNT0 and CNTG_CLS_CODE elsewhere, at the same position)."""
-_SIDE_AT = TRADE_FIELDS.index("CNTG_CLS_CODE")
-_fast_trade: dict[int, tuple[tuple[str, ...], bool]] = {}
-
-
-def _trade_layout_is_known(names: tuple[str, ...]) -> bool:
-    head = names[: len(TRADE_FIELDS)]
-    if len(head) > _SIDE_AT and head[_SIDE_AT] == "CCLD_DVSN":
-        head = (*head[:_SIDE_AT], "CNTG_CLS_CODE", *head[_SIDE_AT + 1 :])
-    return head == TRADE_FIELDS[: len(head)]
+"""The trade/expected layout (…CNT0, …ANC0) in KIS order."""
+TRADE_ALIASES = {"CCLD_DVSN": "CNTG_CLS_CODE"}
+"""The side code is named CCLD_DVSN on H0STCNT0, at the same position."""
+_NO_TRADE_YET = ("", "3", "0", "", "3", "0", "", "3", "0")
 
 
 def trade_row(
-    names: tuple[str, ...],
     ref: Reference,
     tape: Tape,
     t: float,
@@ -101,50 +151,39 @@ def trade_row(
     qty: int,
     side: str,
     quote: Quote,
+    ask1: int,
+    bid1: int,
     hour_cls: str,
     vi_ref: int,
     market_cls: str,
 ) -> list[str]:
-    """A trade (…CNT0) or expected-price (…ANC0) record in `names` order (one shared layout)."""
+    """A trade or expected-price record (TRADE_FIELDS order); ask1/bid1 as just after it."""
     i2s = INT_STR
-    diff = price - ref.prev_close
     vol = tape.volume
-    prev_same = _prev_same_time(ref, t)
-    open_, high, low = tape.open, tape.high, tape.low
+    px, sign, diff, rate = ref.versus_prev(price)
+    frac = (t - 9 * 3600) / REGULAR_DAY_SECONDS
+    prev_same = int(ref.prev_volume * (0.0 if frac < 0.0 else 1.0 if frac > 1.0 else frac))
+    buy_qty, sell_qty = tape.buy_qty, tape.sell_qty
     if vol:
-        since_open = [hhmmss(tape.open_t), sign_code(price - open_), str(price - open_),
-                      hhmmss(tape.high_t), sign_code(price - high), str(price - high),
-                      hhmmss(tape.low_t), sign_code(price - low), str(price - low)]  # fmt: skip
+        since_open = (hhmmss(tape.open_t), *SIGNED_DIFF[price - tape.open],
+                      hhmmss(tape.high_t), *SIGNED_DIFF[price - tape.high],
+                      hhmmss(tape.low_t), *SIGNED_DIFF[price - tape.low])  # fmt: skip
     else:
-        since_open = ["", "3", "0", "", "3", "0", "", "3", "0"]
-    values = [
-        ref.code, hhmmss(t), i2s[price], sign_code(diff, price, ref.upper, ref.lower), str(diff),
-        pct(diff, ref.prev_close), f"{tape.amount / vol:.2f}" if vol else "0.00",
-        i2s[open_], i2s[high], i2s[low], i2s[quote.ask_px[0]], i2s[quote.bid_px[0]], i2s[qty],
+        since_open = _NO_TRADE_YET
+    return [
+        ref.code, hhmmss(t), px, sign, diff, rate,
+        f"{tape.amount / vol:.2f}" if vol else "0.00",
+        i2s[tape.open], i2s[tape.high], i2s[tape.low], i2s[ask1], i2s[bid1], i2s[qty],
         str(vol), str(tape.amount), str(tape.sell_count), str(tape.buy_count),
-        str(tape.buy_count - tape.sell_count), pct(tape.buy_qty, tape.sell_qty),
-        str(tape.sell_qty), str(tape.buy_qty), side,
-        pct(tape.buy_qty, tape.buy_qty + tape.sell_qty), pct(vol, ref.prev_volume),
+        str(tape.buy_count - tape.sell_count), pct(buy_qty, sell_qty),
+        str(sell_qty), str(buy_qty), side,
+        pct(buy_qty, buy_qty + sell_qty), pct(vol, ref.prev_volume),
         *since_open,
         date, "20" if hour_cls == "0" else "10", "N", i2s[quote.ask_qty[0]],
-        i2s[quote.bid_qty[0]], str(sum(quote.ask_qty)), str(sum(quote.bid_qty)),
+        i2s[quote.bid_qty[0]], str(quote.total_ask), str(quote.total_bid),
         f"{vol * 100 / ref.shares:.2f}", str(prev_same), pct(vol, prev_same), hour_cls, "",
-        i2s[vi_ref],
+        i2s[vi_ref], market_cls,
     ]  # fmt: skip
-    known = _fast_trade.get(id(names))  # by identity: hashing a 47-tuple per record is costly
-    if known is None or known[0] is not names:
-        known = _fast_trade[id(names)] = (names, _trade_layout_is_known(names))
-    fast = known[1]
-    n = len(names)
-    if fast:
-        if n <= len(values):
-            return values[:n]
-        extra = {"MARKET_CLS_CODE": market_cls}
-        return values + [extra.get(name, "") for name in names[len(values) :]]
-    by_name = dict(zip(TRADE_FIELDS, values, strict=True))
-    by_name["CCLD_DVSN"] = side
-    by_name["MARKET_CLS_CODE"] = market_cls
-    return [by_name.get(name, "") for name in names]
 
 
 @dataclass(slots=True)
@@ -164,98 +203,20 @@ class Midpoint:
     side: str = "0"
 
 
-_BOOK_CONSTANTS = {
-    "OVTM_TOTAL_ASKP_RSQN": "0",
-    "OVTM_TOTAL_BIDP_RSQN": "0",
-    "OVTM_TOTAL_ASKP_ICDC": "0",
-    "OVTM_TOTAL_BIDP_ICDC": "0",
-    "STCK_DEAL_CLS_CODE": "0",
-    "ANTC_CNPR": "0",
-    "ANTC_CNQN": "0",
-    "ANTC_VOL": "0",
-    "ANTC_CNTG_VRSS": "0",
-    "ANTC_CNTG_VRSS_SIGN": "3",
-    "ANTC_CNTG_PRDY_CTRT": "0.00",
-}
-
-
-def book(
-    ref: Reference,
-    t: float,
-    quote: Quote,
-    *,
-    hour_cls: str,
-    acml_vol: int,
-    prev_totals: tuple[int, int],
-    auction: Auction | None,
-    kmid: Midpoint | None,
-    nmid: Midpoint | None,
-    market_cls: str,
-) -> dict[str, str]:
-    """A 10-level book record (…ASP0)."""
-    total_ask, total_bid = sum(quote.ask_qty), sum(quote.bid_qty)
-    rec = _BOOK_CONSTANTS.copy()
-    rec["MKSC_SHRN_ISCD"] = ref.code
-    rec["BSOP_HOUR"] = hhmmss(t)
-    rec["HOUR_CLS_CODE"] = hour_cls
-    rec["TOTAL_ASKP_RSQN"] = str(total_ask)
-    rec["TOTAL_BIDP_RSQN"] = str(total_bid)
-    rec["ACML_VOL"] = str(acml_vol)
-    rec["TOTAL_ASKP_RSQN_ICDC"] = str(total_ask - prev_totals[0])
-    rec["TOTAL_BIDP_RSQN_ICDC"] = str(total_bid - prev_totals[1])
-    rec["MARKET_CLS_CODE"] = market_cls
-    rec.update(zip(ASK_PX, map(str, quote.ask_px), strict=True))
-    rec.update(zip(BID_PX, map(str, quote.bid_px), strict=True))
-    rec.update(zip(ASK_QTY, map(str, quote.ask_qty), strict=True))
-    rec.update(zip(BID_QTY, map(str, quote.bid_qty), strict=True))
-    if auction is not None and auction.price:
-        diff = auction.price - ref.prev_close
-        rec["ANTC_CNPR"] = str(auction.price)
-        rec["ANTC_CNQN"] = str(auction.qty)
-        rec["ANTC_VOL"] = str(auction.qty)
-        rec["ANTC_CNTG_VRSS"] = str(diff)
-        rec["ANTC_CNTG_VRSS_SIGN"] = sign_code(diff, auction.price, ref.upper, ref.lower)
-        rec["ANTC_CNTG_PRDY_CTRT"] = pct(diff, ref.prev_close)
-    for prefix, mid in (("KMID", kmid), ("NMID", nmid)):
-        if mid is not None:
-            rec[f"{prefix}_PRC"] = str(mid.price)
-            rec[f"{prefix}_TOTAL_RSQN"] = str(mid.rest)
-            rec[f"{prefix}_CLS_CODE"] = mid.side
-    return rec
-
-
-BOOK_HEAD = (
-    "MKSC_SHRN_ISCD",
-    "BSOP_HOUR",
-    "HOUR_CLS_CODE",
-    *ASK_PX,
-    *BID_PX,
-    *ASK_QTY,
-    *BID_QTY,
-    "TOTAL_ASKP_RSQN",
-    "TOTAL_BIDP_RSQN",
-    "OVTM_TOTAL_ASKP_RSQN",
-    "OVTM_TOTAL_BIDP_RSQN",
-    "ANTC_CNPR",
-    "ANTC_CNQN",
-    "ANTC_VOL",
-    "ANTC_CNTG_VRSS",
-    "ANTC_CNTG_VRSS_SIGN",
-    "ANTC_CNTG_PRDY_CTRT",
-    "ACML_VOL",
-    "TOTAL_ASKP_RSQN_ICDC",
-    "TOTAL_BIDP_RSQN_ICDC",
-    "OVTM_TOTAL_ASKP_ICDC",
-    "OVTM_TOTAL_BIDP_ICDC",
-    "STCK_DEAL_CLS_CODE",
-)
-"""The classic 59-field book layout; a catalogue that starts with it gets the fast path."""
-_fast_book: dict[int, tuple[tuple[str, ...], bool, tuple[str, ...]]] = {}
+BOOK_FIELDS = (
+    "MKSC_SHRN_ISCD", "BSOP_HOUR", "HOUR_CLS_CODE", *ASK_PX, *BID_PX, *ASK_QTY, *BID_QTY,
+    "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "OVTM_TOTAL_ASKP_RSQN", "OVTM_TOTAL_BIDP_RSQN",
+    "ANTC_CNPR", "ANTC_CNQN", "ANTC_VOL", "ANTC_CNTG_VRSS", "ANTC_CNTG_VRSS_SIGN",
+    "ANTC_CNTG_PRDY_CTRT", "ACML_VOL", "TOTAL_ASKP_RSQN_ICDC", "TOTAL_BIDP_RSQN_ICDC",
+    "OVTM_TOTAL_ASKP_ICDC", "OVTM_TOTAL_BIDP_ICDC", "STCK_DEAL_CLS_CODE",
+    "KMID_PRC", "KMID_TOTAL_RSQN", "KMID_CLS_CODE", "NMID_PRC", "NMID_TOTAL_RSQN",
+    "NMID_CLS_CODE", "MARKET_CLS_CODE",
+)  # fmt: skip
+"""The 10-level book layout (…ASP0): the classic 59 fields, then the newer tail."""
 _NO_AUCTION = ("0", "0", "0", "0", "3", "0.00")
 
 
 def book_row(
-    names: tuple[str, ...],
     ref: Reference,
     t: float,
     quote: Quote,
@@ -264,82 +225,72 @@ def book_row(
     acml_vol: int,
     prev_totals: tuple[int, int],
     auction: Auction | None,
-    kmid: Midpoint | None,
-    nmid: Midpoint | None,
+    kmid: Midpoint,
+    nmid: Midpoint,
     market_cls: str,
 ) -> list[str]:
-    """A book record laid out in `names` order (the hottest record: built as a list)."""
-    known = _fast_book.get(id(names))
-    if known is None or known[0] is not names:
-        fast = names[: len(BOOK_HEAD)] == BOOK_HEAD
-        known = _fast_book[id(names)] = (names, fast, names[len(BOOK_HEAD) :])
-    if not known[1]:
-        rec = book(ref, t, quote, hour_cls=hour_cls, acml_vol=acml_vol, prev_totals=prev_totals,
-                   auction=auction, kmid=kmid, nmid=nmid, market_cls=market_cls)  # fmt: skip
-        return [rec.get(n, "") for n in names]
-    total_ask, total_bid = sum(quote.ask_qty), sum(quote.bid_qty)
+    """A book record (BOOK_FIELDS order); the hottest record of all."""
     i2s = INT_STR.__getitem__
-    row = [ref.code, hhmmss(t), hour_cls]
-    row += map(i2s, quote.ask_px)
-    row += map(i2s, quote.bid_px)
-    row += map(i2s, quote.ask_qty)
-    row += map(i2s, quote.bid_qty)
-    row += (str(total_ask), str(total_bid), "0", "0")
+    total_ask, total_bid = quote.total_ask, quote.total_bid
     if auction is not None and auction.price:
-        diff = auction.price - ref.prev_close
+        px, sign, diff, rate = ref.versus_prev(auction.price)
         qty = str(auction.qty)
-        sign = sign_code(diff, auction.price, ref.upper, ref.lower)
-        row += (str(auction.price), qty, qty, str(diff), sign, pct(diff, ref.prev_close))
+        antc: tuple[str, ...] = (px, qty, qty, diff, sign, rate)
     else:
-        row += _NO_AUCTION
-    row += (str(acml_vol), str(total_ask - prev_totals[0]), str(total_bid - prev_totals[1]),
-            "0", "0", "0")  # fmt: skip
-    tail_names = known[2]
-    if tail_names:
-        tail = {"MARKET_CLS_CODE": market_cls}
-        if kmid is not None:
-            tail["KMID_PRC"] = i2s(kmid.price)
-            tail["KMID_TOTAL_RSQN"] = i2s(kmid.rest)
-            tail["KMID_CLS_CODE"] = kmid.side
-        if nmid is not None:
-            tail["NMID_PRC"] = i2s(nmid.price)
-            tail["NMID_TOTAL_RSQN"] = i2s(nmid.rest)
-            tail["NMID_CLS_CODE"] = nmid.side
-        row += [tail.get(n, "") for n in tail_names]
-    return row
+        antc = _NO_AUCTION
+    return [
+        ref.code, hhmmss(t), hour_cls, *map(i2s, quote.ask_px), *map(i2s, quote.bid_px),
+        *map(i2s, quote.ask_qty), *map(i2s, quote.bid_qty),
+        str(total_ask), str(total_bid), "0", "0", *antc,
+        str(acml_vol), str(total_ask - prev_totals[0]), str(total_bid - prev_totals[1]),
+        "0", "0", "0",
+        i2s(kmid.price), i2s(kmid.rest), kmid.side, i2s(nmid.price), i2s(nmid.rest), nmid.side,
+        market_cls,
+    ]  # fmt: skip
 
 
-def program(ref: Reference, t: float, flow: ProgramFlow) -> dict[str, str]:
-    """A program-trading record (…PGM0): cumulative for the day."""
-    return {
-        "MKSC_SHRN_ISCD": ref.code,
-        "STCK_CNTG_HOUR": hhmmss(t),
-        "SELN_CNQN": str(flow.sell_qty),
-        "SELN_TR_PBMN": str(flow.sell_amount),
-        "SHNU_CNQN": str(flow.buy_qty),
-        "SHNU_TR_PBMN": str(flow.buy_amount),
-        "NTBY_CNQN": str(flow.buy_qty - flow.sell_qty),
-        "NTBY_TR_PBMN": str(flow.buy_amount - flow.sell_amount),
-        "SELN_RSQN": str(flow.sell_rest),
-        "SHNU_RSQN": str(flow.buy_rest),
-        "WHOL_NTBY_QTY": str(flow.buy_rest - flow.sell_rest),
-    }
+PROGRAM_FIELDS = (
+    "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "SELN_CNQN", "SELN_TR_PBMN", "SHNU_CNQN",
+    "SHNU_TR_PBMN", "NTBY_CNQN", "NTBY_TR_PBMN", "SELN_RSQN", "SHNU_RSQN", "WHOL_NTBY_QTY",
+)  # fmt: skip
+
+
+def program(ref: Reference, t: float, flow: ProgramFlow) -> list[str]:
+    """A program-trading record (PROGRAM_FIELDS order): cumulative for the day."""
+    return [
+        ref.code, hhmmss(t), str(flow.sell_qty), str(flow.sell_amount), str(flow.buy_qty),
+        str(flow.buy_amount), str(flow.buy_qty - flow.sell_qty),
+        str(flow.buy_amount - flow.sell_amount), str(flow.sell_rest), str(flow.buy_rest),
+        str(flow.buy_rest - flow.sell_rest),
+    ]  # fmt: skip
+
+
+STATUS_FIELDS = (
+    "MKSC_SHRN_ISCD", "TRHT_YN", "TR_SUSP_REAS_CNTT", "MKOP_CLS_CODE", "ANTC_MKOP_CLS_CODE",
+    "MRKT_TRTM_CLS_CODE", "DIVI_APP_CLS_CODE", "ISCD_STAT_CLS_CODE", "VI_CLS_CODE",
+    "OVTM_VI_CLS_CODE", "EXCH_CLS_CODE",
+)  # fmt: skip
 
 
 def status(
     ref: Reference, *, mkop: str, antc_mkop: str, vi: str, exchange: str, halted: bool = False
-) -> dict[str, str]:
-    """A market-operation record (…MKO0). Codes follow captured frames where known."""
-    return {
-        "MKSC_SHRN_ISCD": ref.code,
-        "TRHT_YN": "Y" if halted else "N",
-        "TR_SUSP_REAS_CNTT": "(null)",
-        "MKOP_CLS_CODE": mkop,
-        "ANTC_MKOP_CLS_CODE": antc_mkop,
-        "MRKT_TRTM_CLS_CODE": "",
-        "DIVI_APP_CLS_CODE": "",
-        "ISCD_STAT_CLS_CODE": "55",
-        "VI_CLS_CODE": vi,
-        "OVTM_VI_CLS_CODE": "N",
-        "EXCH_CLS_CODE": exchange,
-    }
+) -> list[str]:
+    """A market-operation record (STATUS_FIELDS order). Codes follow captured frames."""
+    halt = "Y" if halted else "N"
+    return [ref.code, halt, "(null)", mkop, antc_mkop, "", "", "55", vi, "N", exchange]
+
+
+KNOWN_ORDERS: dict[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
+    "trade": (TRADE_FIELDS, TRADE_ALIASES),
+    "expected": (TRADE_FIELDS, TRADE_ALIASES),
+    "book": (BOOK_FIELDS, {}),
+    "program": (PROGRAM_FIELDS, {}),
+    "market_status": (STATUS_FIELDS, {}),
+}
+"""Catalogue kind of a domestic TR -> the order its builder knows."""
+
+
+def row_layout(kind: str, names: tuple[str, ...]) -> RowLayout | None:
+    """How a domestic TR of this kind is laid out, or None if no builder here makes it."""
+    known = KNOWN_ORDERS.get(kind)
+    return RowLayout(known[0], names, known[1]) if known is not None else None

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from simulator import fields
 from simulator.book import LEVELS, Book
-from simulator.fields import Auction, Quote
+from simulator.fields import Auction, Quote, RowLayout
 from simulator.orders import OrderDesk
 from simulator.overseas import OverseasSymbol
 from simulator.quotes import book_quote, ladder, merge_quotes
@@ -48,7 +48,6 @@ from simulator.symbols import (
     KrxAuction,
     Venue,
 )
-from simulator.tape import Tape
 from simulator.ticks import floor_to_tick, tick_down, tick_size, tick_up
 
 __all__ = ["DEFAULT_OVERSEAS", "DEFAULT_SYMBOLS", "GenRecord", "Market", "MarketConfig"]
@@ -113,6 +112,13 @@ class Market:
         self._out: list[GenRecord] = []
         self._rr = 0
         self._getters: dict[str, Callable[[dict[str, str]], Any]] = {}
+        self._rows: dict[str, RowLayout] = {}
+        for tr_id, layout in self.layouts.items():
+            rows = (
+                None if layout.venue == "OVERSEAS" else fields.row_layout(layout.kind, layout.names)
+            )
+            if rows is not None:
+                self._rows[tr_id] = rows
         self._quote_memo: dict[tuple[str, str], Quote] = {}
         self._pending_extra: list[GenRecord] = []
         self._sigma = config.daily_vol / math.sqrt(6.5 * H)
@@ -233,11 +239,10 @@ class Market:
             self.t = max(self.t, te)
             fn(te)
 
-    def _emit_row(self, tr_id: str, key: str, build: Callable[[], list[str]]) -> None:
-        """Like _emit, for builders that already lay the record out in catalogue order."""
-        if (tr_id, key) in self.wanted:
-            self._next_id += 1
-            self._out.append(GenRecord(self._next_id, tr_id, key, build()))
+    def _add(self, tr_id: str, key: str, values: list[str]) -> None:
+        """A wanted domestic record, from its builder's values (fields.RowLayout)."""
+        self._next_id += 1
+        self._out.append(GenRecord(self._next_id, tr_id, key, self._rows[tr_id].arrange(values)))
 
     def _emit(self, tr_id: str, key: str, build: Callable[[], dict[str, str]]) -> None:
         if (tr_id, key) in self.wanted:
@@ -505,31 +510,23 @@ class Market:
         bid_after: int | None,
         market_cls: str | None = None,
     ) -> None:
+        """A fill on a venue and on the unified tape; ask/bid_after: the best price it left."""
         code = s.ref.code
         tr_id = "H0STCNT0" if v.name == "KRX" else "H0NXCNT0"
         mcls = market_cls or self._market_cls(v)
-
-        def build(
-            target: str, tape: Tape, quote_fn: Callable[[], Quote]
-        ) -> Callable[[], list[str]]:
-            def inner() -> list[str]:
-                quote = quote_fn()
-                if ask_after is not None:
-                    quote = Quote([ask_after, *quote.ask_px[1:]], quote.ask_qty,
-                                  quote.bid_px, quote.bid_qty)  # fmt: skip
-                if bid_after is not None:
-                    quote = Quote(quote.ask_px, quote.ask_qty,
-                                  [bid_after, *quote.bid_px[1:]], quote.bid_qty)  # fmt: skip
-                return fields.trade_row(
-                    self.layouts[target].names, s.ref, tape, t, self.date_str, price=price,
-                    qty=qty, side=side, quote=quote, hour_cls="0", vi_ref=s.vi_ref,
-                    market_cls=mcls,
-                )  # fmt: skip
-
-            return inner
-
-        self._emit_row(tr_id, code, build(tr_id, v.tape, lambda: self._venue_quote(s, v)))
-        self._emit_row("H0UNCNT0", code, build("H0UNCNT0", s.un, lambda: self._un_quote(s)))
+        for target, tape, wanted in (
+            (tr_id, v.tape, (tr_id, code) in self.wanted),
+            ("H0UNCNT0", s.un, ("H0UNCNT0", code) in self.wanted),
+        ):
+            if not wanted:
+                continue
+            quote = self._venue_quote(s, v) if tape is v.tape else self._un_quote(s)
+            self._add(target, code, fields.trade_row(
+                s.ref, tape, t, self.date_str, price=price, qty=qty, side=side, quote=quote,
+                ask1=quote.ask_px[0] if ask_after is None else ask_after,
+                bid1=quote.bid_px[0] if bid_after is None else bid_after,
+                hour_cls="0", vi_ref=s.vi_ref, market_cls=mcls,
+            ))  # fmt: skip
 
     def _emit_books(self, s: DomesticSymbol, v: Venue, t: float) -> None:
         code = s.ref.code
@@ -543,20 +540,17 @@ class Market:
         tr_id = "H0STASP0" if is_krx else "H0NXASP0"
         if (tr_id, code) in self.wanted:
             quote = self._venue_quote(s, v)
-            prev, v.last_totals = v.last_totals, (sum(quote.ask_qty), sum(quote.bid_qty))
-            self._emit_row(tr_id, code, lambda: fields.book_row(
-                self.layouts[tr_id].names, s.ref, t, quote, hour_cls=hour_cls,
-                acml_vol=v.tape.volume, prev_totals=prev, auction=auction, kmid=s.krx.mid,
-                nmid=s.nxt.mid, market_cls=self._market_cls(v),
+            prev, v.last_totals = v.last_totals, (quote.total_ask, quote.total_bid)
+            self._add(tr_id, code, fields.book_row(
+                s.ref, t, quote, hour_cls=hour_cls, acml_vol=v.tape.volume, prev_totals=prev,
+                auction=auction, kmid=s.krx.mid, nmid=s.nxt.mid, market_cls=self._market_cls(v),
             ))  # fmt: skip
         if ("H0UNASP0", code) in self.wanted:
             uq = self._un_quote(s)
-            un_prev = s.krx.un_last_totals
-            s.krx.un_last_totals = (sum(uq.ask_qty), sum(uq.bid_qty))
-            self._emit_row("H0UNASP0", code, lambda: fields.book_row(
-                self.layouts["H0UNASP0"].names, s.ref, t, uq, hour_cls=hour_cls,
-                acml_vol=s.un.volume, prev_totals=un_prev, auction=auction, kmid=s.krx.mid,
-                nmid=s.nxt.mid, market_cls="2",
+            un_prev, s.krx.un_last_totals = s.krx.un_last_totals, (uq.total_ask, uq.total_bid)
+            self._add("H0UNASP0", code, fields.book_row(
+                s.ref, t, uq, hour_cls=hour_cls, acml_vol=s.un.volume, prev_totals=un_prev,
+                auction=auction, kmid=s.krx.mid, nmid=s.nxt.mid, market_cls="2",
             ))  # fmt: skip
 
     def _emit_expected(self, s: DomesticSymbol, t: float) -> None:
@@ -564,49 +558,47 @@ class Market:
         assert a is not None
         code = s.ref.code
         price = a.price if a.bid_ready and a.ask_ready else 0
-
-        def build(tr_id: str, tape: Tape) -> Callable[[], list[str]]:
-            return lambda: fields.trade_row(
-                self.layouts[tr_id].names, s.ref, tape, t, self.date_str, price=price,
-                qty=a.qty, side="", quote=self._auction_quote(s), hour_cls=a.kind,
-                vi_ref=s.vi_ref, market_cls="1",
-            )  # fmt: skip
-
-        self._emit_row("H0STANC0", code, build("H0STANC0", s.krx.tape))
-        self._emit_row("H0UNANC0", code, build("H0UNANC0", s.un))
+        for tr_id, tape in (("H0STANC0", s.krx.tape), ("H0UNANC0", s.un)):
+            if (tr_id, code) in self.wanted:
+                quote = self._auction_quote(s)
+                self._add(tr_id, code, fields.trade_row(
+                    s.ref, tape, t, self.date_str, price=price, qty=a.qty, side="", quote=quote,
+                    ask1=quote.ask_px[0], bid1=quote.bid_px[0], hour_cls=a.kind,
+                    vi_ref=s.vi_ref, market_cls="1",
+                ))  # fmt: skip
 
     def _nxt_indicative(self, s: DomesticSymbol, t: float) -> None:
         """NXT between its sessions: indicative (expected) price records, no trading."""
         code = s.ref.code
+        if ("H0NXANC0", code) not in self.wanted:
+            return
         book = s.nxt.book
-        self._emit_row("H0NXANC0", code, lambda: fields.trade_row(
-            self.layouts["H0NXANC0"].names, s.ref, s.nxt.tape, t, self.date_str,
-            price=book.best_bid, qty=0, side="", quote=book_quote(book), hour_cls="B",
+        quote = book_quote(book)
+        self._add("H0NXANC0", code, fields.trade_row(
+            s.ref, s.nxt.tape, t, self.date_str, price=book.best_bid, qty=0, side="",
+            quote=quote, ask1=quote.ask_px[0], bid1=quote.bid_px[0], hour_cls="B",
             vi_ref=s.vi_ref, market_cls="1",
         ))  # fmt: skip
 
     def _emit_program(self, s: DomesticSymbol, v: Venue, t: float) -> None:
         code = s.ref.code
         tr_id = "H0STPGM0" if v.name == "KRX" else "H0NXPGM0"
-        self._emit(tr_id, code, lambda: fields.program(s.ref, t, v.program))
-        self._emit(
-            "H0UNPGM0", code, lambda: fields.program(s.ref, t, s.krx.program.plus(s.nxt.program))
-        )
+        if (tr_id, code) in self.wanted:
+            self._add(tr_id, code, fields.program(s.ref, t, v.program))
+        if ("H0UNPGM0", code) in self.wanted:
+            both = s.krx.program.plus(s.nxt.program)
+            self._add("H0UNPGM0", code, fields.program(s.ref, t, both))
 
     def _emit_status(self, s: DomesticSymbol, venue: str, t: float, *, vi: str) -> None:
         if venue == "KRX":
+            tr_id, exchange = "H0STMKO0", "K"
             mkop, antc = KRX_STATUS[self.krx_phase]
             if s.auction is not None and s.auction.kind == "C":
                 mkop = "112"
-            self._emit(
-                "H0STMKO0",
-                s.ref.code,
-                lambda: fields.status(s.ref, mkop=mkop, antc_mkop=antc, vi=vi, exchange="K"),
-            )
         else:
+            tr_id, exchange = "H0NXMKO0", "N"
             mkop, antc = NXT_STATUS[self.nxt_phase]
-            self._emit(
-                "H0NXMKO0",
-                s.ref.code,
-                lambda: fields.status(s.ref, mkop=mkop, antc_mkop=antc, vi=vi, exchange="N"),
-            )
+        if (tr_id, s.ref.code) in self.wanted:
+            self._add(tr_id, s.ref.code, fields.status(
+                s.ref, mkop=mkop, antc_mkop=antc, vi=vi, exchange=exchange
+            ))  # fmt: skip

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator.book import LEVELS, Book
 
 
 @dataclass(slots=True)
 class Quote:
-    """A venue's displayed book: 10 levels a side; price 0 marks an empty level."""
+    """A venue's displayed book: 10 levels a side; price 0 marks an empty level.
+
+    A snapshot for the records of one market event: the totals are taken when it is made.
+    """
 
     ask_px: list[int]
     ask_qty: list[int]
     bid_px: list[int]
     bid_qty: list[int]
+    total_ask: int = field(init=False)
+    total_bid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total_ask = sum(self.ask_qty)
+        self.total_bid = sum(self.bid_qty)
 
     @property
     def ask1(self) -> int:
