@@ -166,17 +166,21 @@ class Pipeline:
             self._dead_letter(result, received_at)
             return
         encode = self._codec.record
+        topic = ""
+        messages: list[tuple[bytes | None, bytes]] = []
+        append = messages.append
         try:  # encode the whole frame first: a frame is published whole or dead-lettered
-            encoded = [(*encode(record), record.symbol.encode()) for record in result]
+            for record in result:  # one frame, one TR: one topic
+                topic, value = encode(record)
+                append((record.symbol.encode(), value))
         except Exception as exc:  # a record the schema cannot take: keep the frame, go on
             reason = f"internal: cannot encode: {type(exc).__name__}: {exc}"
             self._dead_letter(
                 DecodeError(reason, raw, tr_id, received_at, conn_id, seq), received_at
             )
             return
-        send = self._sink.send
-        for topic, value, key in encoded:
-            send(topic, key, value, received_at)
+        if messages:
+            self._sink.send_many(topic, messages, received_at)
         self.counts.records += len(result)
         counters[1].inc(len(result))
         if decoder.drift:

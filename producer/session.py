@@ -36,6 +36,7 @@ from producer.approval import ApprovalError, ApprovalKeys
 from producer.plan import SessionPlan, Subscription
 from producer.status import StatusEvent
 from producer.system import KisError, KisErrorCode, PingPong, SubscribeAck, parse_system
+from producer.ws_reader import BufferedConnection
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,12 @@ Connect = Callable[[str, float], Connection]
 
 
 def websocket_connect(url: str, timeout: float) -> Connection:
+    """websocket-client for the handshake and sends, a buffered reader for receiving."""
     # KIS text frames occasionally hold bytes that are not UTF-8: keep them, never fail on them.
-    conn: Connection = websocket.create_connection(
+    ws = websocket.create_connection(
         url, timeout=timeout, skip_utf8_validation=True, enable_multithread=True
     )
-    return conn
+    return BufferedConnection(ws)
 
 
 ALWAYS = MarketHours.parse("always")

@@ -15,6 +15,7 @@ spooled records it duplicates are acknowledged, so the next run sends each exact
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import threading
@@ -77,7 +78,7 @@ class KafkaSink:
         self._rejected_path = rejected_path
         self._on_latency = on_latency
         self._spooling = spool.unread > 0  # a spool left behind is drained before new records
-        self._gseq = 0
+        self._gseq = itertools.count(1)  # produce order, for the purge at shutdown
         self._closing = False
         self._purged: list[tuple[int, SpoolMessage, SpoolOffset | None]] = []
         self._purged_lock = threading.Lock()
@@ -95,34 +96,42 @@ class KafkaSink:
     # --- producing ---
     def send(self, topic: str, key: bytes | None, value: bytes, received_at: int) -> None:
         """Queue one message; never blocks and never drops (memory, then disk)."""
-        if self._spooling:
-            self._spool.append(SpoolMessage(topic, key, value, received_at))
-            return
-        try:
-            self._produce(topic, key, value, received_at, None)
-        except BufferError:
-            self._spooling = True
-            log.warning(
-                "producer memory full: spooling to disk", extra={"queued": len(self._producer)}
-            )
-            self._spool.append(SpoolMessage(topic, key, value, received_at))
+        self.send_many(topic, [(key, value)], received_at)
 
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        received_at: int,
-        offset: SpoolOffset | None,
+    def send_many(
+        self, topic: str, messages: list[tuple[bytes | None, bytes]], received_at: int
     ) -> None:
-        self._gseq = gseq = self._gseq + 1
-        self._producer.produce(
-            topic,
-            value,
-            key,
-            timestamp=received_at // 1000,
-            on_delivery=partial(self._delivered, gseq, received_at, offset),
-        )
+        """`send` for several (key, value) messages of one topic (one frame's records).
+
+        The hot path: one call per frame, one `produce` per message. The per-message
+        delivery callback carries the produce order and the exact receive time, which the
+        purge at shutdown needs (librdkafka returns purged messages without a timestamp).
+        """
+        if not self._spooling:
+            produce, delivered, gseq = self._producer.produce, self._delivered, self._gseq
+            timestamp = received_at // 1000
+            for done, (key, value) in enumerate(messages):
+                try:
+                    produce(
+                        topic,
+                        value,
+                        key,
+                        timestamp=timestamp,
+                        on_delivery=partial(delivered, next(gseq), received_at, None),
+                    )
+                except BufferError:
+                    self._spooling = True
+                    log.warning(
+                        "producer memory full: spooling to disk",
+                        extra={"queued": len(self._producer)},
+                    )
+                    messages = messages[done:]
+                    break
+            else:
+                return
+        append = self._spool.append
+        for key, value in messages:
+            append(SpoolMessage(topic, key, value, received_at))
 
     def pump(self) -> None:
         """Housekeeping from the pipeline loop: refill librdkafka from the spool, checkpoint."""
@@ -146,9 +155,14 @@ class KafkaSink:
                 return
             offset, msg = item
             try:
-                self._produce(msg.topic, msg.key, msg.value, msg.received_at, offset)
+                self._producer.produce(
+                    msg.topic,
+                    msg.value,
+                    msg.key,
+                    timestamp=msg.received_at // 1000,
+                    on_delivery=partial(self._delivered, next(self._gseq), msg.received_at, offset),
+                )
             except BufferError:
-                self._gseq -= 1
                 self._next_pump = now + 0.05
                 return
             self._spool.advance()

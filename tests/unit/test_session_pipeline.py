@@ -28,6 +28,12 @@ class FakeSink:
     def send(self, topic: str, key: bytes | None, value: bytes, received_at: int) -> None:
         self.sent.append((topic, key, value, received_at))
 
+    def send_many(
+        self, topic: str, messages: list[tuple[bytes | None, bytes]], received_at: int
+    ) -> None:
+        for key, value in messages:
+            self.send(topic, key, value, received_at)
+
     def pump(self) -> None:
         self.pumps += 1
 
