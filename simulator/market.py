@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
@@ -63,6 +63,10 @@ class GenRecord(NamedTuple):
     tr_id: str
     key: str
     fields: list[str]
+
+
+_new_record = tuple.__new__
+"""GenRecord without the Python-level __new__ of a NamedTuple (one per record)."""
 
 
 @dataclass
@@ -122,6 +126,7 @@ class Market:
         self._quote_memo: dict[tuple[str, str], Quote] = {}
         self._pending_extra: list[GenRecord] = []
         self._sigma = config.daily_vol / math.sqrt(6.5 * H)
+        self._min_step = self._step_scales(MIN_EVENT_DT)
         for code in config.symbols:
             self.add_symbol(code)
         for rsym in config.overseas:
@@ -188,8 +193,11 @@ class Market:
         self.generated += len(out)
         return out
 
-    def burst(self, records: int, t: float, live: Callable[[str, str], bool]) -> list[GenRecord]:
-        """Load mode: extra domestic events at time `t` until `records` live records exist."""
+    def burst(self, records: int, t: float, live: Container[tuple[str, str]]) -> list[GenRecord]:
+        """Load mode: extra domestic events at time `t` until `records` live records exist.
+
+        `live`: the (tr_id, key) pairs somebody receives now (a subset of `wanted`).
+        """
         out: list[GenRecord] = []
         self._out = out
         syms = list(self.symbols.values())
@@ -202,7 +210,7 @@ class Market:
             before = len(out)
             self._domestic_event(s, max(t, s.last_t))
             for r in out[before:]:
-                if live(r.tr_id, r.key):
+                if (r.tr_id, r.key) in live:
                     produced += 1
         self.generated += len(out)
         return out
@@ -242,7 +250,8 @@ class Market:
     def _add(self, tr_id: str, key: str, values: list[str]) -> None:
         """A wanted domestic record, from its builder's values (fields.RowLayout)."""
         self._next_id += 1
-        self._out.append(GenRecord(self._next_id, tr_id, key, self._rows[tr_id].arrange(values)))
+        row = self._rows[tr_id].arrange(values)
+        self._out.append(_new_record(GenRecord, (self._next_id, tr_id, key, row)))
 
     def _emit(self, tr_id: str, key: str, build: Callable[[], dict[str, str]]) -> None:
         if (tr_id, key) in self.wanted:
@@ -287,14 +296,20 @@ class Market:
 
     # ---- domestic events ------------------------------------------------------------------
 
+    def _step_scales(self, dt_: float) -> tuple[float, float, float]:
+        """(fair value's sigma x sqrt(dt), divergence decay, divergence noise) over dt."""
+        decay = math.exp(-dt_ / DIVERGENCE_TAU)
+        return self._sigma * math.sqrt(dt_), decay, 1.2 * math.sqrt(1 - decay * decay)
+
     def _evolve(self, s: DomesticSymbol, t: float) -> None:
         dt_ = max(t - s.last_t, MIN_EVENT_DT)
         s.last_t = max(s.last_t, t)
         rng = s.rng
-        s.fair *= math.exp(self._sigma * math.sqrt(dt_) * rng.gauss(0.0, 1.0))
+        # load mode's events are all MIN_EVENT_DT apart: their scales are computed once
+        vol, decay, noise = self._min_step if dt_ == MIN_EVENT_DT else self._step_scales(dt_)
+        s.fair *= math.exp(vol * rng.gauss(0.0, 1.0))
         s.fair = min(max(s.fair, s.ref.lower * 1.05), s.ref.upper * 0.95)
-        decay = math.exp(-dt_ / DIVERGENCE_TAU)
-        s.div = s.div * decay + 1.2 * math.sqrt(1 - decay * decay) * rng.gauss(0.0, 1.0)
+        s.div = s.div * decay + noise * rng.gauss(0.0, 1.0)
 
     def _domestic_event(self, s: DomesticSymbol, t: float) -> None:
         self._quote_memo.clear()

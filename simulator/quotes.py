@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from simulator.book import LEVELS, Book
 
 
-@dataclass(slots=True)
 class Quote:
     """A venue's displayed book: 10 levels a side; price 0 marks an empty level.
 
-    A snapshot for the records of one market event: the totals are taken when it is made.
+    A snapshot for the records of one market event: the totals are taken when it is made
+    (a plain class, not a dataclass: a few are made for every event).
     """
 
-    ask_px: list[int]
-    ask_qty: list[int]
-    bid_px: list[int]
-    bid_qty: list[int]
-    total_ask: int = field(init=False)
-    total_bid: int = field(init=False)
+    __slots__ = ("ask_px", "ask_qty", "bid_px", "bid_qty", "total_ask", "total_bid")
 
-    def __post_init__(self) -> None:
-        self.total_ask = sum(self.ask_qty)
-        self.total_bid = sum(self.bid_qty)
-
-    @property
-    def ask1(self) -> int:
-        return self.ask_px[0]
-
-    @property
-    def bid1(self) -> int:
-        return self.bid_px[0]
+    def __init__(
+        self, ask_px: list[int], ask_qty: list[int], bid_px: list[int], bid_qty: list[int]
+    ) -> None:
+        self.ask_px, self.ask_qty, self.bid_px, self.bid_qty = ask_px, ask_qty, bid_px, bid_qty
+        self.total_ask = sum(ask_qty)
+        self.total_bid = sum(bid_qty)
 
 
 def ladder(start: int, step: Callable[[int], int], n: int = LEVELS) -> list[int]:

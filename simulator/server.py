@@ -436,7 +436,7 @@ class SimulatorServer:
                 await asyncio.sleep(min((chunk - owed) / rate, next_tick - now, self.config.tick))
                 continue
             try:
-                burst = market.burst(chunk, self.clock.now(), self._is_live)
+                burst = market.burst(chunk, self.clock.now(), self.subscribers)
                 delivered = self._dispatch(burst)
             except Exception:
                 log.exception("simulator load chunk failed")
@@ -451,9 +451,6 @@ class SimulatorServer:
                                 pacer.written_off - reported_off, LOAD_REPORT_EVERY)  # fmt: skip
                     reported_off = pacer.written_off
             await asyncio.sleep(0)
-
-    def _is_live(self, tr_id: str, key: str) -> bool:
-        return (tr_id, key) in self.subscribers
 
     def _dispatch(self, records: list[GenRecord]) -> int:
         """Frame and queue records to their subscribers; returns records delivered (once each)."""

@@ -326,5 +326,5 @@ def test_records_are_formatted_only_for_wanted_keys() -> None:
 def test_load_burst_produces_the_requested_live_records() -> None:
     market = make_market()
     live = {("H0STCNT0", "005930"), ("H0STASP0", "005930"), ("H0STASP0", "000660")}
-    out = market.burst(500, hms("09:00:01"), lambda tr, key: (tr, key) in live)
+    out = market.burst(500, hms("09:00:01"), live)
     assert sum(1 for r in out if (r.tr_id, r.key) in live) >= 500
