@@ -375,6 +375,22 @@ class _TrPlan:
         return layout
 
 
+def _core_plan(plan: _TrPlan) -> tuple[Any, ...]:
+    """What kis_native.FrameCore needs of a TR (see native/src/frame.rs)."""
+    spec, layout = plan.spec, plan.layouts[plan.width]
+    return (
+        sorted(spec.tr_ids),
+        spec.tr_id,
+        spec.venue,
+        plan.width,
+        converter_columns(layout.fields),
+        list(layout.missing),
+        plan.symbol_column,
+        plan.time_column,
+        plan.date_column,
+    )
+
+
 class FrameDecoder:
     """Stateful decoder for one WebSocket session (it holds that session's AES keys).
 
@@ -390,13 +406,24 @@ class FrameDecoder:
     ) -> None:
         self.catalogue = catalogue if catalogue is not None else load_catalogue()
         self.business_date = business_date if business_date is not None else korea_today
-        self.native = native_module() is not None
+        native = native_module()
+        self.native = native is not None
         """Whether the compiled hot path is in use (decided when the decoder is built)."""
         self._plans: dict[str, _TrPlan] = {}
         for spec in self.catalogue:
-            plan = _TrPlan(spec, native_module())
+            plan = _TrPlan(spec, native)
             for tr_id in spec.tr_ids:
                 self._plans[tr_id] = plan
+        # Plain frames at the catalogue width go straight to Records in native code; it
+        # hands everything else (encrypted, drift, errors, oddities) back to `_decode`.
+        self._core: Any = None
+        if native is not None:
+            plans = {id(p): p for p in self._plans.values()}.values()
+            self._core = native.FrameCore(
+                [_core_plan(p) for p in plans if p.layouts[p.width].plain],
+                Record,
+                self._business_day,
+            )
         self._keys: dict[str, tuple[bytes, bytes] | str] = {}
         self.drift: Counter[tuple[str, int]] = Counter()
         self.errors: Counter[str] = Counter()
@@ -444,7 +471,10 @@ class FrameDecoder:
     ) -> list[Record] | DecodeError:
         """Decode one data frame; never raises."""
         try:
-            result = self._decode(raw, received_at, session, seq)
+            core = self._core
+            result = None if core is None else core.decode(raw, received_at, session, seq)
+            if result is None:
+                result = self._decode(raw, received_at, session, seq)
         except Exception as exc:  # last line of defence: a bug must not stop the producer
             log.exception("decoder bug on a frame of %d chars", len(raw))
             result = f"internal: {type(exc).__name__}: {exc}"

@@ -52,7 +52,7 @@ fn set_item(
     }
 }
 
-enum Value<'a> {
+pub enum Value<'a> {
     Null,
     Text(&'a str),
     Long(i64),
@@ -201,12 +201,10 @@ fn typed(ftype: FieldType, text: &str) -> Option<Value<'_>> {
     })
 }
 
-#[pymethods]
 impl RecordLayout {
-    /// `columns`: (column name, position in the record, field type) in the order the
-    /// Python converter emits them; `missing`: columns that come out None, after those.
-    #[new]
-    fn new(
+    /// (column name, position in the record, field type) in the dict's key order, then the
+    /// `missing` columns (None).
+    pub fn build(
         py: Python<'_>,
         width: usize,
         columns: Vec<(Bound<'_, PyString>, usize, String)>,
@@ -251,6 +249,90 @@ impl RecordLayout {
         })
     }
 
+    pub fn columns_len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Index (into the columns) of the column named `name`, if mapped.
+    pub fn column_index(&self, py: Python<'_>, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.key.bind(py).to_str().is_ok_and(|k| k == name))
+    }
+
+    pub fn is_string_column(&self, index: usize) -> bool {
+        self.columns[index].ftype == FieldType::String
+    }
+
+    /// Split `text` into `count` records of this width and type every mapped field; None
+    /// when the field count differs or any value is not plainly regular.
+    pub fn type_payload<'a>(&self, text: &'a str, count: usize) -> Option<Vec<Value<'a>>> {
+        if count == 0 {
+            return None;
+        }
+        let total = count.checked_mul(self.width)?;
+        let mut parts: Vec<&str> = Vec::with_capacity(total);
+        for part in text.split('^') {
+            if parts.len() == total {
+                return None;
+            }
+            parts.push(part);
+        }
+        if parts.len() != total {
+            return None;
+        }
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(count * self.columns.len());
+        for record in parts.chunks_exact(self.width) {
+            for column in &self.columns {
+                values.push(typed(column.ftype, record[column.position])?);
+            }
+        }
+        Some(values)
+    }
+
+    /// The dict of one record from its typed values (`values` in column order).
+    /// `objects` receives the Python object made for each value (None for nulls).
+    pub fn record_dict<'py>(
+        &self,
+        py: Python<'py>,
+        values: &[Value<'_>],
+        objects: &mut Vec<Option<Bound<'py, PyAny>>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        // The dict starts as a copy of the template (every key -> None, in order), so
+        // setting the typed values never resizes it; null values stay as copied.
+        let dict = self.template.bind(py).copy()?;
+        objects.clear();
+        for (column, value) in self.columns.iter().zip(values) {
+            let object: Bound<'py, PyAny> = match value {
+                Value::Null => {
+                    objects.push(None);
+                    continue;
+                }
+                Value::Text(t) => PyString::new(py, t).into_any(),
+                Value::Long(n) => n.into_pyobject(py)?.into_any(),
+                Value::Double(x) => PyFloat::new(py, *x).into_any(),
+            };
+            set_item(&dict, column.key.bind(py), &object)?;
+            objects.push(Some(object));
+        }
+        Ok(dict)
+    }
+}
+
+#[pymethods]
+impl RecordLayout {
+    /// `columns`: (column name, position in the record, field type) in the dict's key
+    /// order; `missing`: columns that come out None, after those.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        width: usize,
+        columns: Vec<(Bound<'_, PyString>, usize, String)>,
+        missing: Vec<Bound<'_, PyString>>,
+    ) -> PyResult<Self> {
+        Self::build(py, width, columns, missing)
+    }
+
     #[getter]
     fn width(&self) -> usize {
         self.width
@@ -270,48 +352,16 @@ impl RecordLayout {
         let Ok(text) = payload.to_str() else {
             return Ok(None); // lone surrogates: not UTF-8
         };
-        if count == 0 {
-            return Ok(None);
-        }
-        let total = count * self.width;
-        let mut parts: Vec<&str> = Vec::with_capacity(total);
-        for part in text.split('^') {
-            if parts.len() == total {
-                return Ok(None);
-            }
-            parts.push(part);
-        }
-        if parts.len() != total {
-            return Ok(None);
-        }
         // Type everything first: a frame either converts whole here or falls back whole.
-        let mut values: Vec<Value<'_>> = Vec::with_capacity(count * self.columns.len());
-        for record in parts.chunks_exact(self.width) {
-            for column in &self.columns {
-                match typed(column.ftype, record[column.position]) {
-                    Some(value) => values.push(value),
-                    None => return Ok(None),
-                }
-            }
-        }
-        // Each record's dict starts as a copy of the template (every key -> None, in order),
-        // so setting the typed values never resizes it; null values stay as copied.
+        let Some(values) = self.type_payload(text, count) else {
+            return Ok(None);
+        };
         let records = PyList::empty(py);
-        let template = self.template.bind(py);
         let per_record = self.columns.len();
+        let mut objects = Vec::with_capacity(per_record);
         for r in 0..count {
-            let dict = template.copy()?;
             let chunk = &values[r * per_record..(r + 1) * per_record];
-            for (column, value) in self.columns.iter().zip(chunk) {
-                let object: Bound<'py, PyAny> = match value {
-                    Value::Null => continue,
-                    Value::Text(t) => PyString::new(py, t).into_any(),
-                    Value::Long(n) => n.into_pyobject(py)?.into_any(),
-                    Value::Double(x) => PyFloat::new(py, *x).into_any(),
-                };
-                set_item(&dict, column.key.bind(py), &object)?;
-            }
-            records.append(dict)?;
+            records.append(self.record_dict(py, chunk, &mut objects)?)?;
         }
         Ok(Some(records))
     }

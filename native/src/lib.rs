@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod decode;
 mod encode;
+mod frame;
 
 #[pymodule]
 fn kis_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -16,5 +17,6 @@ fn kis_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_class::<decode::RecordLayout>()?;
     m.add_class::<encode::Encoder>()?;
+    m.add_class::<frame::FrameCore>()?;
     Ok(())
 }

@@ -183,3 +183,42 @@ def test_fuzz_corpus_identical_either_way() -> None:
     assert native.drift == pure.drift and native.errors == pure.errors
     assert "internal" not in outcomes
     assert outcomes["ok"] > frames // 20 and outcomes["bad_number"] > 100, outcomes
+
+
+def test_business_date_is_called_as_often_either_way() -> None:
+    """FrameCore calls business_date() exactly when the Python path would (a session's
+    callable may have side effects), and its exceptions become the same error."""
+    calls = {"native": 0, "pure": 0}
+
+    def counting(kind: str) -> Any:
+        def business_date() -> dt.date:
+            calls[kind] += 1
+            return DAY
+
+        return business_date
+
+    native = FrameDecoder(business_date=counting("native"))
+    with pure_python():
+        pure = FrameDecoder(business_date=counting("pure"))
+    book, trade = CATALOGUE["H0STASP0"], CATALOGUE["H0STCNT0"]
+    book_row = format_record(book, {f.column: None for f in book.fields})
+    book_row[0], book_row[1] = "005930", "090000"
+    trade_row = format_record(trade, {f.column: None for f in trade.fields})
+    trade_row[0], trade_row[1] = "005930", "090001"  # time, no date: business date per record
+    frames = [
+        "0|H0STASP0|002|" + "^".join(book_row * 2),
+        "0|H0STCNT0|003|" + "^".join(trade_row * 3),
+        "0|H0STCNT0|001|" + "^".join(["", *trade_row[1:]]),  # no symbol: no call
+    ]
+    for n, frame in enumerate(frames):
+        _assert_same(native, pure, frame, n)
+        assert calls["native"] == calls["pure"], frame
+    assert calls["native"] == 1 + 3 + 0
+
+    def failing() -> dt.date:
+        raise RuntimeError("calendar down")
+
+    native.business_date = pure.business_date = failing
+    a = native.decode(frames[0], received_at=1)
+    assert isinstance(a, DecodeError) and a.reason == "internal: RuntimeError: calendar down"
+    assert _outcome(a) == _outcome(pure.decode(frames[0], received_at=1))
