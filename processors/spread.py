@@ -259,13 +259,22 @@ class SpreadJoin:
         return out
 
     def expire(
-        self, wall: float, ends: Mapping[tuple[int, str], int] | None = None
+        self,
+        wall: float,
+        ends: Mapping[tuple[int, str], int] | None = None,
+        starts: Mapping[tuple[int, str], int] | None = None,
     ) -> list[tuple[Any, SpreadOutcome]]:
         """Decide held triggers (called by a timer).
 
         `ends` are end offsets just read from the broker for `waiting()` pairs: a venue whose
         partition this worker has read to the end has nothing more to say before the trigger.
+        `starts` are the group's committed offsets read with them: a partition committed to
+        its end before a restart counts as read to its end without a record read since.
         """
+        if starts:
+            for mark, start in starts.items():
+                if start - 1 > self.last_offsets.get(mark, -1):
+                    self.last_offsets[mark] = start - 1
         out: list[tuple[Any, SpreadOutcome]] = []
         for partition in list(self.held):
             out += self._release(partition, wall, ends)
@@ -342,8 +351,10 @@ class SpreadJoin:
     def _ready(self, held: Held, wall: float, ends: Mapping[tuple[int, str], int] | None) -> bool:
         other = (held.partition, NXT if held.venue == KRX else KRX)
         received_at = held.quote[RECEIVED_AT]
-        if self.watermarks.get(other, -1) >= received_at:
-            return True  # the other venue has been read past the trigger
+        if self.watermarks.get(other, -1) > received_at:
+            # The other venue has been read past the trigger (strictly: a frame of several
+            # records shares one receive time, and the trigger pairs with the last of them).
+            return True
         waited = wall - held.since
         if waited >= self.max_wait_s:
             return True
@@ -440,7 +451,7 @@ def register(p: Processors) -> None:
         # callbacks, which can come again later without a seek.
         join.reset()
 
-    ends_reader = EndOffsets(settings.kafka_bootstrap)
+    ends_reader = EndOffsets(settings.kafka_bootstrap, settings.app_id)
 
     @p.app.timer(interval=max(0.01, settings.spread_settle / 2))
     async def spread_release() -> None:
@@ -449,15 +460,20 @@ def register(p: Processors) -> None:
             return
         wanted = sorted(join.waiting(time.monotonic()))
         ends: dict[tuple[int, str], int] = {}
+        starts: dict[tuple[int, str], int] = {}
         if wanted:
             try:  # the brokers' end offsets now, not the last fetch's (which may be stale)
                 found = await asyncio.to_thread(
                     ends_reader.read, [(topic_of[venue], partition) for partition, venue in wanted]
                 )
-                ends = {pv: end for pv, end in zip(wanted, found, strict=True) if end is not None}
+                for pv, (end, start) in zip(wanted, found, strict=True):
+                    if end is not None:
+                        ends[pv] = end
+                    if start is not None:
+                        starts[pv] = start
             except Exception as exc:  # broker unreachable: the maximum wait still applies
                 stats.skip("end offsets unavailable", exc)
-        await finish(join.expire(time.monotonic(), ends))
+        await finish(join.expire(time.monotonic(), ends, starts))
 
     @p.app.on_before_shutdown.connect
     async def close_ends_reader(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -465,31 +481,45 @@ def register(p: Processors) -> None:
 
 
 class EndOffsets:
-    """Reads partitions' end offsets from the brokers on a connection of its own.
+    """Reads partitions' end offsets and the group's committed offsets from the brokers.
 
-    Not through Faust's consumer: its requests queue behind the consumer's long-polling
-    fetches (up to 1.5 s each), which slowed down everything when asked often.
+    On a connection of its own, not through Faust's consumer: its requests queue behind the
+    consumer's long-polling fetches (up to 1.5 s each), which slowed down everything when
+    asked often. The consumer has the app's group id to read its committed offsets, but
+    never subscribes (it does not join the group) nor commits.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, group: str) -> None:
         self.bootstrap = bootstrap
+        self.group = group
         self._consumer: Consumer | None = None
 
-    def read(self, tps: list[tuple[str, int]]) -> list[int | None]:
+    def read(self, tps: list[tuple[str, int]]) -> list[tuple[int | None, int | None]]:
+        """(end offset, committed offset) per partition; None where unknown."""
         if self._consumer is None:
             self._consumer = Consumer(
-                {"bootstrap.servers": self.bootstrap, "group.id": "kis-stream-end-offsets"}
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": self.group,
+                    "enable.auto.commit": False,
+                }
             )
-        out: list[int | None] = []
+        ends: list[int | None] = []
         for topic, partition in tps:
             try:
                 _, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=2, cached=False
                 )
-                out.append(high)
+                ends.append(high)
             except KafkaException:
-                out.append(None)
-        return out
+                ends.append(None)
+        starts: list[int | None] = [None] * len(tps)
+        try:
+            found = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=2)
+            starts = [tp.offset if tp.offset >= 0 and not tp.error else None for tp in found]
+        except KafkaException:
+            pass
+        return list(zip(ends, starts, strict=True))
 
     def close(self) -> None:
         if self._consumer is not None:

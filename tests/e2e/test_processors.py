@@ -65,6 +65,8 @@ class Run:
     """Per deployment, the bars events each of its workers consumed (from /kis/)."""
     offset_gaps: dict[str, int] = field(default_factory=dict)
     """Per worker, the offset gaps its agents saw (records Faust skipped), from /kis/."""
+    spread_counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per worker, the spread agent's counters (published, not published by reason)."""
 
 
 class Processes:
@@ -242,7 +244,9 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
                 _counters(ports[n])["counters"]["bars"].get("consumed", 0) for n in names
             ]
         for name in ("one", "two-a", "two-b", "crash"):
-            result.offset_gaps[name] = _counters(ports[name])["offset_gaps"]
+            counters = _counters(ports[name])
+            result.offset_gaps[name] = counters["offset_gaps"]
+            result.spread_counters[name] = counters["counters"]["spread"]
         for name in ("one", "two-a", "two-b", "crash"):
             assert procs.procs[name].poll() is None, procs.tail(name)
             procs.stop(name)
@@ -373,6 +377,7 @@ def test_spread_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected = oracle.oracle_spread(raw["h0stasp0"], raw["h0nxasp0"], MAX_AGE_MS)
     published = run.outputs[deployment]["spread.krx_nxt"]
+    print({name: c for name, c in run.spread_counters.items() if name.startswith(deployment)})
     assert len(expected) > 100
     assert {r["trigger_venue"] for r in expected} == {"KRX", "NXT"}
     oracle.compare(_values(published), expected, duplicates_ok=deployment != "one")
