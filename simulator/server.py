@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -242,6 +243,7 @@ class SimulatorServer:
             "faults": self.faults.snapshot(time.monotonic()),
             "load": self.pacer.snapshot(time.monotonic()) if self.pacer else None,
             "process_cpu_seconds": round(time.process_time(), 3),
+            "process_cpu_sys_seconds": round(os.times().system, 3),
         }
 
     # ---- WebSocket ------------------------------------------------------------------------
