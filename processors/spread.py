@@ -196,6 +196,8 @@ class SpreadJoin:
         self.uncommitted: dict[tuple[int, str], deque[tuple[int, int]]] = defaultdict(deque)
         """(offset, received_at) of the records read and not yet seen committed."""
         self.held: dict[int, deque[Held]] = defaultdict(deque)
+        self.held_times: dict[tuple[int, str], deque[int]] = defaultdict(deque)
+        """Per partition and venue, the receive times of the held triggers, in order."""
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
         self.loaded = False
 
@@ -211,6 +213,7 @@ class SpreadJoin:
         self.last_offsets.clear()
         self.uncommitted.clear()
         self.held.clear()
+        self.held_times.clear()
         self.quotes.clear()
         self.loaded = False
 
@@ -233,6 +236,7 @@ class SpreadJoin:
             self.last_offsets[mark] = offset
             self.uncommitted[mark].append((offset, book.received_at))
         self.held[partition].append(Held(book.symbol, venue, quote, partition, wall, token))
+        self.held_times[mark].append(book.received_at)
         decided = self._release(partition, wall)
         self._prune(book.symbol, venue, partition)
         return decided
@@ -315,10 +319,9 @@ class SpreadJoin:
                     pending.popleft()
             if pending:
                 known = min(known, pending[0][1])
-        for held in self.held[partition]:
-            if held.venue == venue:
-                known = min(known, held.quote[RECEIVED_AT])
-                break
+        held = self.held_times.get(mark)
+        if held:
+            known = min(known, held[0])
         return known - ORDER_SLACK_US
 
     def _prune(self, symbol: str, venue: str, partition: int) -> None:
@@ -345,6 +348,7 @@ class SpreadJoin:
             if not self._ready(held, wall, ends):
                 break
             queue.popleft()
+            self.held_times[(partition, held.venue)].popleft()  # released in order
             out.append((held.token, self.decide(held.symbol, held.venue, held.quote)))
         return out
 
