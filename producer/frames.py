@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
@@ -180,8 +181,11 @@ def _getter_expr(name: str, indices: Sequence[int], env: dict[str, Any]) -> str:
 
 
 def converter_columns(fields: Sequence[FieldSpec | None]) -> list[tuple[str, int, str]]:
-    """(column, position, type) of the mapped fields, in field order (the dict's key order)."""
-    return [(f.column, i, f.type) for i, f in enumerate(fields) if f is not None]
+    """(column, position, type) of the mapped fields, in field order (the dict's key order).
+
+    Column names are interned: the Avro encoder's keys are the same objects, so its dict
+    lookups succeed on identity."""
+    return [(sys.intern(f.column), i, f.type) for i, f in enumerate(fields) if f is not None]
 
 
 def compile_converter(fields: Sequence[FieldSpec | None], missing: Sequence[str] = ()) -> Converter:
@@ -312,7 +316,7 @@ class _Layout:
             self.extra_positions = tuple(i for i, n in enumerate(names) if n is None)
         self.fields = fields
         present = {f.name for f in fields if f is not None}
-        self.missing = tuple(f.column for f in spec.fields if f.name not in present)
+        self.missing = tuple(sys.intern(f.column) for f in spec.fields if f.name not in present)
         # Positions past the mapped ones are kept verbatim in Record.extra.
         self.extra_from = len(fields) if width > len(fields) else None
         self.plain = not self.extra_positions and self.extra_from is None

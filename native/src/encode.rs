@@ -217,11 +217,34 @@ impl Encoder {
         let dict = data.cast::<PyDict>().ok();
         let mut out: Vec<u8> = Vec::with_capacity(self.header.len() + 16 * self.fields.len());
         out.extend_from_slice(&self.header);
+        // The decoder's dicts hold the columns in schema order with the same (interned) key
+        // objects: walk the dict alongside the schema, and look keys up only once the walk
+        // meets a key it does not expect.
+        let mut walking = dict.is_some();
+        let mut position: pyo3::ffi::Py_ssize_t = 0;
         for field in &self.fields {
             let name = field.name.bind(py);
-            let value = if field.from_attr {
-                obj.getattr(name)?
-            } else if let Some(dict) = dict {
+            if field.from_attr {
+                write_value(&mut out, field.kind, field.nullable, &obj.getattr(name)?)?;
+                continue;
+            }
+            if walking && let Some(dict) = dict {
+                let mut key: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+                let mut value: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+                // SAFETY: a dict we hold, not mutated during the walk (nothing here runs
+                // Python code that could touch it); key/value are borrowed references.
+                let found = unsafe {
+                    pyo3::ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key, &mut value)
+                };
+                if found != 0 && key == name.as_ptr() {
+                    // SAFETY: a borrowed reference from the dict, alive while we hold it.
+                    let value = unsafe { Bound::from_borrowed_ptr(py, value) };
+                    write_value(&mut out, field.kind, field.nullable, &value)?;
+                    continue;
+                }
+                walking = false;
+            }
+            let value = if let Some(dict) = dict {
                 match dict.get_item(name)? {
                     Some(value) => value,
                     None => return Err(PyKeyError::new_err(name.clone().unbind())),

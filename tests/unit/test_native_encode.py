@@ -8,6 +8,8 @@ is missing, unless KIS_STREAM_PURE_PYTHON=1 (then skipped).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -154,3 +156,31 @@ def test_dead_letter_bytes_equal_fastavro() -> None:
         assert ours == FastavroEncoder(schema, 9).encode(datum)
         with pure_python():
             assert ours == ConfluentEncoder(schema, 9).encode(datum)
+
+
+def test_decoded_records_encode_identically_whatever_the_key_order() -> None:
+    """The native encoder walks a decoder's dict in schema order and looks keys up once the
+    order differs (drift widths, other dict builders): the bytes never depend on it."""
+    from producer.bench_decode import build_frames
+    from producer.frames import FrameDecoder
+
+    decoder = FrameDecoder(business_date=lambda: dt.date(2026, 9, 14))
+    decoder.set_key("H0STCNI0", "abcdefghijklmnopabcdefghijklmnop", "0123456789abcdef")
+    native = RawEncoder({spec.tr_id: 3 for spec in CATALOGUE})
+    python = {spec.tr_id: _python_wire(spec, 3) for spec in CATALOGUE}
+    frames = build_frames(400)
+    short = CATALOGUE["H0STASP0"]  # an older, shorter layout: missing columns come last
+    row = ["005930", "090000", *["1"] * 57]
+    frames.append("0|H0STASP0|001|" + "^".join(row))
+    encoded = 0
+    for frame in frames:
+        records = decoder.decode(frame, received_at=1)
+        assert isinstance(records, list), records
+        for record in records:
+            assert native.encode(record) == python[record.tr_id](record)
+            shuffled = dict(reversed(list(record.fields.items())))
+            shuffled["not_in_schema"] = 1
+            other = dataclasses.replace(record, fields=shuffled)
+            assert native.encode(other) == python[record.tr_id](other)
+            encoded += 1
+    assert encoded > 400 and short.width != 59
