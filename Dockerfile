@@ -5,11 +5,17 @@
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# faust-streaming publishes only an sdist (with optional C extensions): give it a compiler here.
+ARG RUST_VERSION=1.95.0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
+# faust-streaming publishes only an sdist (with optional C extensions): give it a compiler
+# here. kis_native (native/, the compiled decode/encode hot path) is Rust: a minimal
+# toolchain from rustup, in this stage only.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends build-essential ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+        | sh -s -- -y --no-modify-path --profile minimal --default-toolchain "${RUST_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kis_stream/ kis_stream/
@@ -17,7 +23,8 @@ COPY producer/ producer/
 COPY processors/ processors/
 COPY simulator/ simulator/
 COPY schemas/ schemas/
-RUN pip wheel --wheel-dir /wheels .
+COPY native/ native/
+RUN pip wheel --wheel-dir /wheels . ./native
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,7 +34,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PRODUCER_SPOOL_DIR=/var/lib/kis-stream/spool \
     PROCESSORS_DATA_DIR=/var/lib/kis-stream/faust
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels kis-stream \
+    pip install --no-index --find-links=/wheels kis-stream kis-native \
     && groupadd --system --gid 10001 kis \
     && useradd --system --uid 10001 --gid kis --home-dir /var/lib/kis-stream --no-create-home kis \
     && install -d -o kis -g kis -m 0750 /var/lib/kis-stream /var/lib/kis-stream/spool \
