@@ -19,7 +19,7 @@ def frames_schema_text() -> str:
     return FRAMES_SCHEMA_PATH.read_text()
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     n = (value << 1) ^ (value >> 63)  # zig-zag, 64-bit
     out = bytearray()
     while n > 0x7F:
@@ -27,6 +27,16 @@ def _varint(value: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL = tuple(_varint_slow(v) for v in range(1 << 13))
+"""Encodings of 0..8191 (lengths, sequence numbers): a tuple lookup instead of a loop."""
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 8192:
+        return _SMALL[value]
+    return _varint_slow(value)
 
 
 def encode_frame(

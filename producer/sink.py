@@ -53,6 +53,7 @@ def producer_config(
         "queue.buffering.max.kbytes": memory_mb * 1024,
         "queue.buffering.max.messages": memory_messages,
         "reconnect.backoff.max.ms": 2000,
+        "socket.nagle.disable": True,  # small produce requests must not wait for ACKs
     }
     config.update(base)
     return config
@@ -80,7 +81,7 @@ class KafkaSink:
         self._spooling = spool.unread > 0  # a spool left behind is drained before new records
         self._gseq = itertools.count(1)  # produce order, for the purge at shutdown
         self._closing = False
-        self._purged: list[tuple[int, SpoolMessage, SpoolOffset | None]] = []
+        self._purged: list[tuple[tuple[int, bool, int], SpoolMessage, SpoolOffset | None]] = []
         self._purged_lock = threading.Lock()
         self._next_pump = 0.0
         self._next_checkpoint = 0.0
@@ -103,32 +104,26 @@ class KafkaSink:
     ) -> None:
         """`send` for several (key, value) messages of one topic (one frame's records).
 
-        The hot path: one call per frame, one `produce` per message. The per-message
-        delivery callback carries the produce order and the exact receive time, which the
-        purge at shutdown needs (librdkafka returns purged messages without a timestamp).
+        The hot path: one call per frame, one `produce` per message. The delivery callback,
+        shared by the frame's messages, carries the frame's produce order and exact receive
+        time, which the purge at shutdown needs (librdkafka returns purged messages without
+        a timestamp).
         """
         if not self._spooling:
-            produce, delivered, gseq = self._producer.produce, self._delivered, self._gseq
-            timestamp = received_at // 1000
-            for done, (key, value) in enumerate(messages):
-                try:
-                    produce(
-                        topic,
-                        value,
-                        key,
-                        timestamp=timestamp,
-                        on_delivery=partial(delivered, next(gseq), received_at, None),
-                    )
-                except BufferError:
-                    self._spooling = True
-                    log.warning(
-                        "producer memory full: spooling to disk",
-                        extra={"queued": len(self._producer)},
-                    )
-                    messages = messages[done:]
-                    break
-            else:
+            produce, timestamp = self._producer.produce, received_at // 1000
+            callback = partial(self._delivered, next(self._gseq), received_at, None)
+            queued = 0
+            try:
+                for key, value in messages:
+                    produce(topic, value, key, timestamp=timestamp, on_delivery=callback)
+                    queued += 1
                 return
+            except BufferError:
+                self._spooling = True
+                log.warning(
+                    "producer memory full: spooling to disk", extra={"queued": len(self._producer)}
+                )
+                messages = messages[queued:]
         append = self._spool.append
         for key, value in messages:
             append(SpoolMessage(topic, key, value, received_at))
@@ -207,10 +202,13 @@ class KafkaSink:
             return
         topic = msg.topic() or ""
         if err.code() in _PURGED or err.fatal():
+            # Sorted at close by produce order: frame, then (a frame's messages sharing one
+            # gseq) in-flight before queued, then report order, which librdkafka keeps per
+            # partition -- so each partition's order is kept exactly.
+            queued = err.code() != KafkaError._PURGE_INFLIGHT
+            message = SpoolMessage(topic, msg.key(), msg.value() or b"", received_at)
             with self._purged_lock:
-                self._purged.append(
-                    (gseq, SpoolMessage(topic, msg.key(), msg.value() or b"", received_at), offset)
-                )
+                self._purged.append(((gseq, queued, len(self._purged)), message, offset))
             return
         # A permanent refusal (e.g. message too large, topic authorisation): keep the bytes.
         self.failed += 1

@@ -164,3 +164,34 @@ def test_sink_without_a_broker_spools_past_memory_and_keeps_everything_in_order(
     assert spooled == 50
     again = Spool(tmp_path)
     assert drain(again) == sent  # memory first (prepended), then the spool, in send order
+
+
+def test_sink_purge_keeps_frames_in_order_and_each_keys_order_within_a_frame(
+    tmp_path: Path,
+) -> None:
+    from producer.metrics import ProducerMetrics
+    from producer.sink import KafkaSink, producer_config
+
+    config = producer_config(
+        {"bootstrap.servers": "127.0.0.1:9", "log_level": "0"},
+        compression="lz4",
+        linger_ms=1,
+        memory_mb=1,
+        memory_messages=50,
+    )
+    sink = KafkaSink(config, Spool(tmp_path), ProducerMetrics())
+    sent: list[SpoolMessage] = []
+    for f in range(30):  # frames of four records; two of them share a key (symbol)
+        batch = [(k, f"{f}-{j}".encode()) for j, k in enumerate([b"k0", b"k1", b"k0", b"k2"])]
+        sink.send_many(f"t{f % 2}", batch, 1_700_000_000_000_000 + f)
+        sent += [SpoolMessage(f"t{f % 2}", k, v, 1_700_000_000_000_000 + f) for k, v in batch]
+        sink.pump()
+    assert sink.spooling
+    assert sink.close(flush_timeout_s=0.2) == 50  # the frame that hit the limit was split
+    drained = drain(Spool(tmp_path))
+    assert sorted(drained, key=lambda m: m.value) == sorted(sent, key=lambda m: m.value)
+    assert [m.received_at for m in drained] == [m.received_at for m in sent]  # frame order
+    for topic in ("t0", "t1"):
+        for key in (b"k0", b"k1", b"k2"):
+            mine = [m for m in drained if (m.topic, m.key) == (topic, key)]
+            assert mine == [m for m in sent if (m.topic, m.key) == (topic, key)]
