@@ -212,6 +212,8 @@ class Settings(BaseSettings):
     producer_memory_mb: int = Field(256, ge=1)
     """librdkafka's in-memory queue bound; past it, records go to the on-disk spool."""
     producer_memory_messages: int = Field(500_000, ge=10)
+    producer_backlog_frames: int = Field(20_000, ge=10)
+    """Frames read but not yet decoded; when full, sessions stop reading (TCP backpressure)."""
     producer_spool_dir: Path = Path(".local/spool")
     producer_spool_segment_mb: int = Field(64, ge=1)
     shutdown_flush_timeout_s: float = Field(30.0, ge=0)

@@ -93,6 +93,11 @@ class ProducerMetrics:
         self.pipeline_backlog = Gauge(
             "kis_pipeline_backlog_frames", "Frames read but not yet decoded", registry=r
         )
+        self.backpressure = Counter(
+            "kis_session_backpressure_seconds",
+            "Time sessions waited for room in a full backlog instead of reading (TCP backpressure)",
+            registry=r,
+        )
         self.session_state = Gauge(
             "kis_session_state", "1 for the current state of each session", ["session", "state"],
             registry=r,

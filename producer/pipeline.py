@@ -1,10 +1,17 @@
 """The pipeline thread: raw frame -> kis.frames, decode -> Avro -> per-TR topic or dead letter.
 
-Sessions only read sockets; everything they read lands on one unbounded in-memory queue
-consumed here, in arrival order. The raw frame is published first (it is the source of
-truth that `kis-stream redecode` rebuilds from), then its records. A subscribe
-acknowledgement that carries an AES key re-keys that session's decoder before any later
-frame of the same connection is decoded, because both travel through the same queue.
+Sessions only read sockets; everything they read lands on one in-memory queue consumed
+here, in arrival order. The queue is bounded (`max_backlog` frames): when it is full, the
+session that wants to add a frame waits for room instead of reading on, so the data stays
+in the kernel's socket buffers and then on the server (TCP backpressure) -- nothing is
+dropped, memory stays bounded, and the wait is counted (`kis_session_backpressure_seconds`).
+It only fills when decoding falls behind the feed for tens of thousands of frames; the sink
+never blocks (it spools to disk), so a broker outage does not fill it.
+
+The raw frame is published first (it is the source of truth that `kis-stream redecode`
+rebuilds from), then its records. A subscribe acknowledgement that carries an AES key
+re-keys that session's decoder before any later frame of the same connection is decoded,
+because both travel through the same queue.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +60,7 @@ class Pipeline:
         catalogue: Catalogue,
         recorder: FrameRecorder | None = None,
         decoder_factory: Callable[[], FrameDecoder] | None = None,
+        max_backlog: int = 20_000,
     ) -> None:
         self._sink = sink
         self._codec = codec
@@ -62,16 +71,32 @@ class Pipeline:
         self._decoders: dict[str, FrameDecoder] = {}
         self._per_tr: dict[str | None, tuple[Any, Any]] = {}
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._max_backlog = max_backlog
+        self._room = threading.Event()
+        self._room.set()
         self._thread = threading.Thread(target=self._run, name="kis-pipeline", daemon=True)
         self.counts = PipelineCounts()
         self.error: BaseException | None = None
 
     # --- producers of work (session threads) ---
     def submit_frame(self, item: FrameItem) -> None:
+        """Queue a frame; blocks the calling session while the backlog is full."""
+        if self._queue.qsize() >= self._max_backlog:
+            self._wait_for_room()
         self._queue.put(item)
 
     def submit_status(self, event: StatusEvent) -> None:
-        self._queue.put(event)
+        self._queue.put(event)  # never blocks: few, and the gaps they report must not wait
+
+    def _wait_for_room(self) -> None:
+        started = time.monotonic()
+        qsize, alive = self._queue.qsize, self._thread.is_alive
+        while qsize() >= self._max_backlog and alive():  # a dead pipeline is /healthz's job
+            self._room.clear()
+            if qsize() < self._max_backlog:
+                break
+            self._room.wait(0.1)
+        self._metrics.backpressure.inc(time.monotonic() - started)
 
     @property
     def backlog(self) -> int:
@@ -121,7 +146,10 @@ class Pipeline:
 
     def _tick(self, *, idle: bool) -> None:
         self._sink.pump()
-        self._metrics.pipeline_backlog.set(self._queue.qsize())
+        backlog = self._queue.qsize()
+        self._metrics.pipeline_backlog.set(backlog)
+        if not self._room.is_set() and backlog < self._max_backlog:
+            self._room.set()
         if idle and self._recorder is not None:
             self._recorder.flush()
 

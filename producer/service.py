@@ -254,6 +254,7 @@ class ProducerService:
             metrics=self.metrics,
             catalogue=self.catalogue,
             recorder=self.recorder,
+            max_backlog=settings.producer_backlog_frames,
         )
         self.pipeline.start()
         if settings.metrics_port:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from typing import Any
 
 from Crypto.Cipher import AES
@@ -160,6 +162,41 @@ def test_the_thread_drains_everything_queued_before_stop() -> None:
     records = [json.loads(v) for t, _, v, _ in sink.sent if t == "x.h0stcnt0"]
     assert [r[2] for r in records] == list(range(1, 2001))
     assert sink.pumps > 0
+
+
+def test_a_full_backlog_blocks_the_reader_until_there_is_room_and_loses_nothing() -> None:
+    sink, metrics = FakeSink(), ProducerMetrics()
+    stalled = threading.Event()
+    send_many = sink.send_many
+
+    def slow_send_many(topic: str, messages: list[tuple[bytes | None, bytes]], at: int) -> None:
+        stalled.wait(10)  # the broker side is stuck: the pipeline thread cannot go on
+        send_many(topic, messages, at)
+
+    sink.send_many = slow_send_many  # type: ignore[method-assign]
+    codec: Any = FakeCodec()
+    pipeline = Pipeline(sink=sink, codec=codec, metrics=metrics, catalogue=CATALOGUE,  # type: ignore[arg-type]
+                        max_backlog=10)  # fmt: skip
+    pipeline.start()
+    submitted: list[int] = []
+
+    def read_socket() -> None:
+        for i in range(100):
+            pipeline.submit_frame(("s0.r.1", i + 1, i, frame([trade_row("005930", i + 1)])))
+            submitted.append(i)
+
+    reader = threading.Thread(target=read_socket)
+    reader.start()
+    time.sleep(0.5)
+    assert reader.is_alive(), "the reader must wait while the backlog is full"
+    assert len(submitted) <= 12 and pipeline.backlog <= 10
+    stalled.set()
+    reader.join(10)
+    pipeline.stop(10)
+    assert not reader.is_alive() and len(submitted) == 100
+    records = [json.loads(v) for t, _, v, _ in sink.sent if t == "x.h0stcnt0"]
+    assert [r[2] for r in records] == list(range(1, 101))  # all of them, in order
+    assert metrics.backpressure._value.get() >= 0.4
 
 
 def test_a_frame_that_cannot_be_encoded_is_dead_lettered_whole() -> None:
