@@ -10,7 +10,9 @@ that rapid connect/subscribe loops can get an app key or IP blocked) -> streamin
 answers PINGPONG, recycles a connection that has been silent too long during market hours,
 and after any loss reconnects with capped exponential backoff and jitter, resubscribes the
 whole plan and reports the gap (from the last message received to the moment every
-registration is acknowledged again) as a status event.
+registration is acknowledged again) as a status event. A registration KIS refuses is asked
+again on the same connection after a backoff of its own (except an invalid tr_key); the
+session is not ready while one is refused.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class Session:
         self.rejected: dict[Subscription, str] = {}
         self._gap_from: int | None = None
         self._gap_reason: str | None = None
+        self._retry_due: list[tuple[float, Subscription]] = []
+        self._retry_attempts: dict[Subscription, int] = {}
 
     # --- control ---
     def start(self) -> None:
@@ -260,9 +264,12 @@ class Session:
         seq = 0
         last_data = time.monotonic()
         current_timeout = -1.0
+        self._retry_due, self._retry_attempts = [], {}
         self._set_state(SessionState.SUBSCRIBING)
         while not self._stop.is_set():
             now = time.monotonic()
+            if self._retry_due:
+                self._queue_due_retries(now, pending)
             if pending and now >= next_send:
                 sub = pending.popleft()
                 self._send_subscribe(conn, approval, sub)
@@ -281,6 +288,9 @@ class Session:
             timeout = cfg.recv_timeout_s
             if pending:
                 timeout = max(0.001, min(timeout, next_send - time.monotonic()))
+            if self._retry_due:
+                first_due = min(due for due, _ in self._retry_due)
+                timeout = max(0.001, min(timeout, first_due - time.monotonic()))
             if timeout != current_timeout:  # a syscall: not once per frame while streaming
                 conn.settimeout(timeout)
                 current_timeout = timeout
@@ -316,6 +326,12 @@ class Session:
                 self._on_ack(message, outstanding, conn_id)
             else:
                 self._on_error(message, outstanding, conn_id)
+
+    def _queue_due_retries(self, now: float, pending: deque[Subscription]) -> None:
+        due = [item for item in self._retry_due if item[0] <= now]
+        for item in due:
+            self._retry_due.remove(item)
+            pending.append(item[1])  # sent at the subscribe pace, like the plan
 
     def _send_subscribe(self, conn: Connection, approval: str, sub: Subscription) -> None:
         request = json.dumps(
@@ -361,7 +377,7 @@ class Session:
         sub = self._take(outstanding, ack.tr_id, ack.tr_key or None)
         if sub is None:
             return
-        self.subscribed.add(sub)
+        self._registered(sub)
         self._status(
             "subscribed",
             connection=conn_id,
@@ -390,10 +406,27 @@ class Session:
             )
             return
         if code is KisErrorCode.ALREADY_SUBSCRIBED:
-            self.subscribed.add(sub)
+            self._registered(sub)
             return
-        # MAX SUBSCRIBE OVER, invalid tr_key, anything else: loud, visible, and not ready.
-        self.rejected[sub] = f"{code}: {error.msg1}"
+        # Refused: loud, visible, and not ready until it is registered. An invalid tr_key
+        # will not become valid; anything else (MAX SUBSCRIBE OVER while the server still
+        # counts the previous connection's registrations, a busy or unknown error) is asked
+        # again on this connection after a capped, jittered backoff of its own.
+        reason = f"{code}: {error.msg1}"
+        self.rejected[sub] = reason
+        retry_in: float | None = None
+        if code is not KisErrorCode.INVALID_TR_KEY:
+            attempt = self._retry_attempts.get(sub, 0)
+            self._retry_attempts[sub] = attempt + 1
+            cfg = self._config
+            retry_in = backoff_delay(
+                attempt,
+                max(cfg.reconnect_initial_s, cfg.subscribe_interval_s),
+                cfg.reconnect_max_s,
+                self._rng,
+            )
+            self._retry_due.append((time.monotonic() + retry_in, sub))
+            reason += f" (retry in {retry_in:.1f}s)"
         log.error(
             "KIS refused a registration",
             extra={
@@ -402,6 +435,7 @@ class Session:
                 "tr_key": sub.tr_key,
                 "code": str(code),
                 "msg1": error.msg1,
+                "retry_in_s": None if retry_in is None else round(retry_in, 3),
             },
         )
         self._status(
@@ -409,9 +443,18 @@ class Session:
             connection=conn_id,
             tr_id=sub.tr_id,
             tr_key=sub.tr_key,
-            reason=f"{code}: {error.msg1}",
+            reason=reason,
             subscriptions=len(self.subscribed),
         )
+
+    def _registered(self, sub: Subscription) -> None:
+        self.subscribed.add(sub)
+        self._retry_attempts.pop(sub, None)
+        if self.rejected.pop(sub, None) is not None:
+            log.info(
+                "registration accepted on retry",
+                extra={"session": self.name, "tr_id": sub.tr_id, "tr_key": sub.tr_key},
+            )
 
     def _streaming(self, conn_id: str) -> None:
         self._set_state(SessionState.STREAMING)

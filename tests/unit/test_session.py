@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -251,6 +252,50 @@ def test_a_refused_registration_is_loud_and_not_ready() -> None:
     (failed,) = h.named("subscribe_failed")
     assert (failed.tr_id, failed.tr_key) == ("H0STCNT0", "000660")
     assert "INVALID_TR_KEY" in (failed.reason or "")
+
+
+def test_an_invalid_tr_key_is_not_asked_again() -> None:
+    def refuse_one(tr_id: str, tr_key: str) -> str:
+        if tr_key == "000660":
+            return ack(tr_id, tr_key, rt_cd="9", msg1="JSON PARSING ERROR : invalid tr_key")
+        return ack(tr_id, tr_key)
+
+    h = Harness([["SILENCE"]], reconnect_initial_s=0.05)
+    h.server.reply = refuse_one
+    with h:
+        h.wait(lambda: h.session.state is SessionState.STREAMING)
+        time.sleep(0.4)
+    requests = [json.loads(p)["body"]["input"] for p in h.server.connections[0].sent]
+    assert [r["tr_key"] for r in requests].count("000660") == 1
+    assert len(h.server.connections) == 1
+
+
+def test_a_transiently_refused_registration_is_retried_with_backoff_on_the_same_connection() -> (
+    None
+):
+    asked: list[tuple[str, float]] = []
+
+    def busy_twice(tr_id: str, tr_key: str) -> str:
+        asked.append((tr_key, time.monotonic()))
+        if tr_key == "000660" and [k for k, _ in asked].count("000660") <= 2:
+            return ack(tr_id, tr_key, rt_cd="1", msg1="SYSTEM BUSY, TRY AGAIN")
+        return ack(tr_id, tr_key)
+
+    h = Harness([[]], reconnect_initial_s=0.1, reconnect_max_s=1.0)
+    h.server.reply = busy_twice
+    with h:
+        h.wait(lambda: h.session.ready, timeout=5)
+        assert Subscription("H0STCNT0", "000660") in h.session.subscribed
+    assert len(h.server.connections) == 1  # no reconnect needed
+    times = [t for k, t in asked if k == "000660"]
+    assert len(times) == 3
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # jittered in [d/2, d], d doubling from 0.1
+    failed = h.named("subscribe_failed")
+    assert len(failed) == 2 and all("retry in" in (e.reason or "") for e in failed)
+    assert [e.tr_key for e in h.named("subscribed")].count("000660") == 1
+    order = [(e.event, e.tr_key) for e in h.events if e.tr_key == "000660"]
+    assert order == [("subscribe_failed", "000660")] * 2 + [("subscribed", "000660")]
 
 
 def test_silence_during_market_hours_recycles_the_connection() -> None:
