@@ -8,8 +8,14 @@ reader has caught up, messages go direct again. Delivery reports acknowledge spo
 records (so a restart never resends them) and time receive-to-ack latency.
 
 On close, whatever the broker has not acknowledged within the flush timeout is purged from
-librdkafka and written, in produce order, to a segment placed before the rest of the spool;
-spooled records it duplicates are acknowledged, so the next run sends each exactly once.
+librdkafka and written to a segment placed before the rest of the spool, in produce order
+per partition (frames in order; within a frame, librdkafka's in-flight-then-queued order);
+the spooled records it duplicates (read back from the spool but not acknowledged) are
+acknowledged there, so the spool holds each record once. That alone is not exactly-once:
+a purged *in-flight* record may have been appended by the broker with its ack lost, and the
+next run's producer id differs, so idempotence cannot drop a resend. The next run therefore
+first removes from the left-over spool what the partition tails already hold
+(`producer.spool_dedupe`, exact key + value match) before draining it.
 """
 
 from __future__ import annotations
