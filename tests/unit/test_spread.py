@@ -573,3 +573,20 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: i
     published.update(unflushed)
     assert position == {v: len(books[v]) for v in books}
     assert published == expected
+
+
+def test_acknowledgements_below_a_seek_target_are_forgotten() -> None:
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from processors.faust_fixes import forget_acks_below
+
+    krx, nxt = TP("kis.h0stasp0", 1), TP("kis.h0nxasp0", 1)
+    consumer = SimpleNamespace(
+        _acked={krx: [0, 1, 2, 5, 6, 362, 363], nxt: [40, 41]},
+        _acked_index={krx: {0, 1, 2, 5, 6, 362, 363}, nxt: {40, 41}},
+    )
+    forget_acks_below(consumer, {krx: 362, nxt: None})
+    assert consumer._acked == {krx: [362, 363], nxt: [40, 41]}
+    assert consumer._acked_index == {krx: {362, 363}, nxt: {40, 41}}
