@@ -168,6 +168,7 @@ def measure_latency(
         finally:
             service.stop()
     elapsed = t1 - t0
+    cpu_rate = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed
     return {
         "target_records_per_s": rate,
         "shards": 1,
@@ -181,9 +182,8 @@ def measure_latency(
             "max": round(window[-1] * 1000, 2) if window else None,
             "samples": len(window),
         },
-        "producer_cpu_s_per_s": round(
-            ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
-        ),
+        "producer_cpu_s_per_s": round(cpu_rate, 2),
+        **_cpu_figures(cpu_rate, (rec1 - rec0) / elapsed),
         "backlog_frames_at_end": backlog,
     }
 
@@ -260,6 +260,7 @@ def measure_replay_throughput(
         finally:
             service.stop()
     elapsed = t1 - t0
+    cpu_rate = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed
     return {
         "target_records_per_s": None,
         "source": f"replay x{speed:g}",
@@ -267,9 +268,8 @@ def measure_replay_throughput(
         "seconds": round(elapsed, 2),
         "acked_records_per_s": round((rec1 - rec0) / elapsed),
         "acked_frames_per_s": round((fr1 - fr0) / elapsed),
-        "producer_cpu_s_per_s": round(
-            ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
-        ),
+        "producer_cpu_s_per_s": round(cpu_rate, 2),
+        **_cpu_figures(cpu_rate, (rec1 - rec0) / elapsed),
         "backlog_frames_at_end": backlog,
     }
 
@@ -339,6 +339,17 @@ def measure_throughput(
         "acked_records_per_s": round((rec1 - rec0) / elapsed),
         "acked_frames_per_s": round((fr1 - fr0) / elapsed),
         "producer_cpu_s_per_s": round((cpu1 - cpu0) / elapsed, 2),
+        **_cpu_figures((cpu1 - cpu0) / elapsed, (rec1 - rec0) / elapsed),
+    }
+
+
+def _cpu_figures(cpu_s_per_s: float, records_per_s: float) -> dict[str, Any]:
+    """CPU per record (load-independent, unlike records/s) and the machine's load now."""
+    return {
+        "producer_cpu_us_per_record": (
+            round(cpu_s_per_s / records_per_s * 1e6, 1) if records_per_s else None
+        ),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -390,6 +401,9 @@ def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
     show_default=True,
     help="Load for the latency run (records/s).",
 )
+@click.option(
+    "--latency-runs", default=1, show_default=True, help="Latency runs (each a fresh producer)."
+)
 @click.option("--seconds", default=15.0, show_default=True, help="Measured window per run.")
 @click.option("--warmup", default=3.0, show_default=True, help="Seconds ignored at the start.")
 @click.option("--linger-ms", default=5.0, show_default=True)
@@ -398,7 +412,7 @@ def _wait(cond: Callable[[], bool], timeout: float, failure: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench_produce(
     max_rate: float, shards: int, replay_speed: float, record_rate: float, record_seconds: float,
-    latency_rate: float, seconds: float, warmup: float, linger_ms: float,
+    latency_rate: float, latency_runs: int, seconds: float, warmup: float, linger_ms: float,
     bootstrap: str | None, registry: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Producer: sustained acked records/s, and receive-to-ack latency at 5,000 records/s.
@@ -420,10 +434,11 @@ def bench_produce(
             )
             run["recorded_records"] = recorded
             results.append({"run": "throughput", **run})
-        results.append(
-            {"run": "latency", "source": "simulator load",
-             **measure_latency(latency_rate, seconds, warmup, kafka, reg, linger_ms)}
-        )  # fmt: skip
+        for _ in range(latency_runs):
+            results.append(
+                {"run": "latency", "source": "simulator load",
+                 **measure_latency(latency_rate, seconds, warmup, kafka, reg, linger_ms)}
+            )  # fmt: skip
     if as_json:
         click.echo(json.dumps({"bench": "produce", "machine": _machine(), "results": results}))
         return
@@ -434,7 +449,8 @@ def bench_produce(
         line = (
             f"{r['run']:>10}: {offered}, {r['shards']} process(es) -> "
             f"{r['acked_records_per_s']:,} records/s acked (+{r['acked_frames_per_s']:,} raw "
-            f"frames/s), producer CPU {r['producer_cpu_s_per_s']} s/s"
+            f"frames/s), producer CPU {r['producer_cpu_s_per_s']} s/s "
+            f"({r['producer_cpu_us_per_record']} us/record), load average {r['load_avg_1m']}"
         )
         if "latency_ms" in r:
             lat = r["latency_ms"]
