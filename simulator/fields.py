@@ -175,9 +175,11 @@ def trade_row(
         f"{tape.amount / vol:.2f}" if vol else "0.00",
         i2s[tape.open], i2s[tape.high], i2s[tape.low], i2s[ask1], i2s[bid1], i2s[qty],
         str(vol), str(tape.amount), str(tape.sell_count), str(tape.buy_count),
-        str(tape.buy_count - tape.sell_count), pct(buy_qty, sell_qty),
+        str(tape.buy_count - tape.sell_count),
+        f"{buy_qty * 100 / sell_qty:.2f}" if sell_qty else "0.00",  # pct(), inlined: hot
         str(sell_qty), str(buy_qty), side,
-        pct(buy_qty, buy_qty + sell_qty), pct(vol, ref.prev_volume),
+        f"{buy_qty * 100 / vol:.2f}" if vol else "0.00",  # buy_qty + sell_qty == vol
+        pct(vol, ref.prev_volume),
         *since_open,
         date, "20" if hour_cls == "0" else "10", "N", i2s[quote.ask_qty[0]],
         i2s[quote.bid_qty[0]], str(quote.total_ask), str(quote.total_bid),

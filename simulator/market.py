@@ -550,8 +550,8 @@ class Market:
         auction = Auction(a.price, a.qty) if a is not None and a.bid_ready and a.ask_ready else None
         hour_cls = a.kind if a is not None else "0"
         kbook, nbook = s.krx.book, s.nxt.book
-        s.krx.mid.price = (kbook.best_bid + kbook.best_ask) // 2
-        s.nxt.mid.price = (nbook.best_bid + nbook.best_ask) // 2
+        s.krx.mid.price = (kbook.bid_px[0] + kbook.ask_px[0]) // 2
+        s.nxt.mid.price = (nbook.bid_px[0] + nbook.ask_px[0]) // 2
         tr_id = "H0STASP0" if is_krx else "H0NXASP0"
         if (tr_id, code) in self.wanted:
             quote = self._venue_quote(s, v)
