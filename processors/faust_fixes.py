@@ -1,7 +1,9 @@
 """Fixes for faust-streaming 0.15.3 (pinned), and what Faust does not tell its agents.
 
 1. Records lost after a seek during a rebalance (below).
-2. Acknowledgements left below a seek target slowed commits down (`forget_acks_below`).
+2. Records fetched between an assignment and Faust's seek to the committed offsets were
+   delivered (a replay from wherever the consumer stood): held back until that seek.
+   Acknowledgements left below a seek target slowed commits down (`forget_acks_below`).
 3. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
@@ -76,6 +78,7 @@ def apply() -> None:
     original_perform_seek = cls.perform_seek
     original_getmany = cls.getmany
     original_on_commit = TableManager.on_commit
+    original_assigned = cls.on_partitions_assigned
 
     def counters(self: Any) -> Counter[Any]:
         seeks: Counter[Any] | None = self.__dict__.get("_kis_seeks")
@@ -83,9 +86,27 @@ def apply() -> None:
             seeks = self.__dict__["_kis_seeks"] = Counter()
         return seeks
 
+    def unsought(self: Any) -> set[Any]:
+        found: set[Any] | None = self.__dict__.get("_kis_unsought")
+        if found is None:
+            found = self.__dict__["_kis_unsought"] = set()
+        return found
+
+    async def on_partitions_assigned(self: Any, assigned: Any, generation_id: int = 0) -> None:
+        # Faust resumes the stream partitions, then seeks them to their committed offsets:
+        # what is fetched in between comes from wherever the consumer stood (a replay the
+        # agents mistook for a gap, or acknowledgements below the commit). Hold those
+        # partitions back until that seek (changelogs are read by the recovery meanwhile).
+        changelogs = set(self.app.tables.changelog_topics)
+        held = unsought(self)
+        held.clear()
+        held.update(tp for tp in assigned if tp.topic not in changelogs)
+        await original_assigned(self, assigned, generation_id)
+
     async def seek(self: Any, partition: TP, offset: int) -> None:
         counters(self)[partition] += 1
         await original_seek(self, partition, offset)
+        unsought(self).discard(partition)
         forget_acks_below(self, {partition: offset})
 
     async def perform_seek(self: Any) -> None:
@@ -103,15 +124,17 @@ def apply() -> None:
             await original_perform_seek(self)
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
+        unsought(self).clear()
         forget_acks_below(self, targets)
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         seeks = counters(self)
+        held = unsought(self)
         snapshot: Counter[Any] | None = None
         async for tp, message in original_getmany(self, timeout):
             if snapshot is None:  # the batch is in hand: seeks from now on make it stale
                 snapshot = Counter(seeks)
-            if seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp]:
+            if seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp] or tp in held:
                 continue
             yield tp, message
 
@@ -123,6 +146,7 @@ def apply() -> None:
             committed[tp] = max(offset, committed.get(tp, offset))
 
     cls.seek = seek
+    cls.on_partitions_assigned = on_partitions_assigned
     TableManager.on_commit = on_commit  # type: ignore[method-assign]
     cls.perform_seek = perform_seek
     cls.getmany = getmany
