@@ -19,8 +19,7 @@ def frames_schema_text() -> str:
     return FRAMES_SCHEMA_PATH.read_text()
 
 
-def _varint_slow(value: int) -> bytes:
-    n = (value << 1) ^ (value >> 63)  # zig-zag, 64-bit
+def _unsigned_varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -29,14 +28,23 @@ def _varint_slow(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = tuple(_varint_slow(v) for v in range(1 << 13))
-"""Encodings of 0..8191 (lengths, sequence numbers): a tuple lookup instead of a loop."""
+_UNSIGNED = tuple(_unsigned_varint(n) for n in range(1 << 14))
+"""Varints of 0..16383 (lengths, sequence numbers): a tuple lookup instead of a loop."""
+_LOW14 = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
+"""The two leading bytes of a longer varint, by its low 14 bits (continuation bits set)."""
 
 
 def _varint(value: int) -> bytes:
-    if 0 <= value < 8192:
-        return _SMALL[value]
-    return _varint_slow(value)
+    """Avro long: zig-zag, then base-128 varint, 14 bits per step through the tables."""
+    n = (value << 1) ^ (value >> 63)
+    if n < 1 << 14:
+        return _UNSIGNED[n]
+    parts = []
+    while n >= 1 << 14:  # a receive time in microseconds takes three steps
+        parts.append(_LOW14[n & 0x3FFF])
+        n >>= 14
+    parts.append(_UNSIGNED[n])
+    return b"".join(parts)
 
 
 def encode_frame(

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from producer.catalogue import Catalogue
 from producer.codec import Codec
@@ -69,7 +68,7 @@ class Pipeline:
         self._recorder = recorder
         self._decoder_factory = decoder_factory or (lambda: FrameDecoder(catalogue))
         self._decoders: dict[str, FrameDecoder] = {}
-        self._per_tr: dict[str | None, tuple[Any, Any]] = {}
+        self._per_tr: dict[str | None, list[int]] = {}
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._max_backlog = max_backlog
         self._room = threading.Event()
@@ -182,13 +181,13 @@ class Pipeline:
             if isinstance(message, SubscribeAck) and message.key and message.iv:
                 decoder.set_key(message.tr_id, message.key, message.iv)
             return
-        counters = self._per_tr.get(tr_id)
-        if counters is None:
-            label = tr_id or "unknown"
-            counters = (self._metrics.frames.labels(label), self._metrics.records.labels(label))
-            if tr_id is not None and len(self._per_tr) < 1000:  # bounded: tr_id comes off the wire
-                self._per_tr[tr_id] = counters
-        counters[0].inc()
+        counts = self._per_tr.get(tr_id)
+        if counts is None:  # bounded: tr_id comes off the wire
+            known = tr_id is not None and len(self._per_tr) < 1000
+            counts = self._metrics.per_tr.slot(tr_id if known and tr_id else "unknown")
+            if known:
+                self._per_tr[tr_id] = counts
+        counts[0] += 1
         result = decoder.decode(raw, received_at=received_at, session=conn_id, seq=seq)
         if isinstance(result, DecodeError):
             self._dead_letter(result, received_at)
@@ -210,7 +209,7 @@ class Pipeline:
         if messages:
             self._sink.send_many(topic, messages, received_at)
         self.counts.records += len(result)
-        counters[1].inc(len(result))
+        counts[1] += len(result)
         if decoder.drift:
             self._count_drift(decoder)
 

@@ -92,7 +92,9 @@ def test_raw_frame_first_then_each_record_keyed_by_symbol() -> None:
     assert sink.sent[0][1] == b"005930"  # frames keyed by symbol too
     assert [json.loads(v)[3] for _, _, v, _ in sink.sent[1:]] == [0, 1]
     assert all(k == b"005930" for _, k, _, _ in sink.sent[1:])
-    assert metrics.records.labels("H0STCNT0")._value.get() == 2
+    sample = metrics.registry.get_sample_value
+    assert sample("kis_records_total", {"tr_id": "H0STCNT0"}) == 2
+    assert sample("kis_frames_total", {"tr_id": "H0STCNT0"}) == 1
     assert pipeline.counts.records == 2 and pipeline.counts.frames == 1
 
 
