@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import add
 
 from simulator.book import LEVELS, Book
 
@@ -60,18 +61,15 @@ def _merge_ladders(
         return None
     if (b_px[0] < a_px[0]) if asks else (b_px[0] > a_px[0]):
         a_px, a_qty, b_px, b_qty = b_px, b_qty, a_px, a_qty
-    qty = list(a_qty)
     try:
         offset = a_px.index(b_px[0])
     except ValueError:
         # b starts beyond a's ten levels: nothing of b is in the top ten
         beyond = b_px[0] > a_px[-1] if asks else b_px[0] < a_px[-1]
-        return (list(a_px), qty) if beyond else None
+        return (list(a_px), list(a_qty)) if beyond else None
     if a_px[-1] != b_px[LEVELS - 1 - offset]:
         return None
-    for i in range(LEVELS - offset):
-        qty[offset + i] += b_qty[i]
-    return list(a_px), qty
+    return list(a_px), [*a_qty[:offset], *map(add, a_qty[offset:], b_qty)]
 
 
 def merge_quotes(quotes: Iterable[Quote]) -> Quote:
