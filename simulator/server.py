@@ -36,8 +36,11 @@ from simulator.truth import TruthLog
 
 log = logging.getLogger("kis_stream.simulator")
 
-MAX_LOAD_CHUNK = 2_000
-"""Load-mode records per generation step, at most: small enough to keep the loop responsive."""
+LOAD_STEP_SECONDS = 0.1
+"""Load mode generates this many seconds' worth of records per step: enough for frames to
+fill up to `max_batch` records (fewer, larger frames are cheaper for every reader)."""
+MAX_LOAD_CHUNK = 4_000
+"""Records per step, at most: small enough to keep the event loop responsive."""
 LOAD_REPORT_EVERY = 10.0
 LOAD_GC_GEN0 = 50_000
 """Load mode's young-generation GC threshold (default 700): records die within a chunk, so a
@@ -423,9 +426,8 @@ class SimulatorServer:
     async def _pump_load(self, rate: float) -> None:
         """Load mode: extra events in chunks, paced against an absolute schedule.
 
-        A chunk is one tick's worth of records (at most MAX_LOAD_CHUNK), so frames still fill
-        up to `max_batch` records, and the loop yields after each: writers and PINGPONG run
-        between chunks.
+        A chunk is LOAD_STEP_SECONDS' worth of records (at most MAX_LOAD_CHUNK), and the loop
+        yields after each: writers and PINGPONG run between chunks.
         """
         loop = asyncio.get_running_loop()
         market = self.market
@@ -443,7 +445,7 @@ class SimulatorServer:
                 pacer.pause(now)
                 await asyncio.sleep(self.config.tick)
                 continue
-            chunk = max(1, min(MAX_LOAD_CHUNK, int(rate * self.config.tick)))
+            chunk = max(1, min(MAX_LOAD_CHUNK, int(rate * LOAD_STEP_SECONDS)))
             owed = pacer.owed(now)
             if owed < chunk:
                 await asyncio.sleep(min((chunk - owed) / rate, next_tick - now, self.config.tick))
