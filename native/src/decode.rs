@@ -272,15 +272,21 @@ impl RecordLayout {
         }
         let total = count.checked_mul(self.width)?;
         let mut parts: Vec<&str> = Vec::with_capacity(total);
-        for part in text.split('^') {
-            if parts.len() == total {
-                return None;
+        let mut start = 0;
+        for (i, &byte) in text.as_bytes().iter().enumerate() {
+            if byte == b'^' {
+                if parts.len() + 1 == total {
+                    return None; // more fields than count x width
+                }
+                // SAFETY: '^' is ASCII, so both ends are char boundaries of valid UTF-8.
+                parts.push(unsafe { text.get_unchecked(start..i) });
+                start = i + 1;
             }
-            parts.push(part);
         }
-        if parts.len() != total {
+        if parts.len() + 1 != total {
             return None;
         }
+        parts.push(&text[start..]);
         let mut values: Vec<Value<'_>> = Vec::with_capacity(count * self.columns.len());
         for record in parts.chunks_exact(self.width) {
             for column in &self.columns {
