@@ -38,6 +38,7 @@ from faust.types import TP
 
 _APPLIED = "_kis_stream_seek_fix"
 _COMMITTED = "_kis_committed"
+_SOUGHT = "_kis_sought"
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:
@@ -48,6 +49,12 @@ def committed_offset(app: faust.App, tp: TP) -> int | None:
     """
     committed: dict[TP, int] | None = app.tables.__dict__.get(_COMMITTED)
     return committed.get(tp) if committed is not None else None
+
+
+def sought_offset(app: faust.App, tp: TP) -> int | None:
+    """Where Faust last sought `tp` to after an assignment (its committed offset then)."""
+    sought: dict[TP, int] | None = app.consumer.__dict__.get(_SOUGHT)
+    return sought.get(tp) if sought is not None else None
 
 
 def forget_acks_below(consumer: Any, targets: Mapping[Any, int | None]) -> None:
@@ -125,6 +132,8 @@ def apply() -> None:
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
         unsought(self).clear()
+        sought = self.__dict__.setdefault(_SOUGHT, {})
+        sought.update({tp: offset for tp, offset in targets.items() if offset is not None})
         forget_acks_below(self, targets)
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:

@@ -272,8 +272,9 @@ class SpreadJoin:
 
         `ends` are end offsets just read from the broker for `waiting()` pairs: a venue whose
         partition this worker has read to the end has nothing more to say before the trigger.
-        `starts` are the group's committed offsets read with them: a partition committed to
-        its end before a restart counts as read to its end without a record read since.
+        `starts` are the offsets reading resumed from after the last assignment (the
+        committed offsets then): a partition committed to its end before a restart counts as
+        read to its end without a record read since.
         """
         if starts:
             for mark, start in starts.items():
@@ -455,7 +456,7 @@ def register(p: Processors) -> None:
         # callbacks, which can come again later without a seek.
         join.reset()
 
-    ends_reader = EndOffsets(settings.kafka_bootstrap, settings.app_id)
+    ends_reader = EndOffsets(settings.kafka_bootstrap)
 
     @p.app.timer(interval=max(0.01, settings.spread_settle / 2))
     async def spread_release() -> None:
@@ -470,13 +471,13 @@ def register(p: Processors) -> None:
                 found = await asyncio.to_thread(
                     ends_reader.read, [(topic_of[venue], partition) for partition, venue in wanted]
                 )
-                for pv, (end, start) in zip(wanted, found, strict=True):
-                    if end is not None:
-                        ends[pv] = end
-                    if start is not None:
-                        starts[pv] = start
+                ends = {pv: end for pv, end in zip(wanted, found, strict=True) if end is not None}
             except Exception as exc:  # broker unreachable: the maximum wait still applies
                 stats.skip("end offsets unavailable", exc)
+            for partition, venue in wanted:  # where reading resumed after the last assignment
+                start = faust_fixes.sought_offset(p.app, TP(topic_of[venue], partition))
+                if start is not None:
+                    starts[(partition, venue)] = start
         await finish(join.expire(time.monotonic(), ends, starts))
 
     @p.app.on_before_shutdown.connect
@@ -485,45 +486,31 @@ def register(p: Processors) -> None:
 
 
 class EndOffsets:
-    """Reads partitions' end offsets and the group's committed offsets from the brokers.
+    """Reads partitions' end offsets from the brokers on a connection of its own.
 
-    On a connection of its own, not through Faust's consumer: its requests queue behind the
-    consumer's long-polling fetches (up to 1.5 s each), which slowed down everything when
-    asked often. The consumer has the app's group id to read its committed offsets, but
-    never subscribes (it does not join the group) nor commits.
+    Not through Faust's consumer: its requests queue behind the consumer's long-polling
+    fetches (up to 1.5 s each), which slowed down everything when asked often.
     """
 
-    def __init__(self, bootstrap: str, group: str) -> None:
+    def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self.group = group
         self._consumer: Consumer | None = None
 
-    def read(self, tps: list[tuple[str, int]]) -> list[tuple[int | None, int | None]]:
-        """(end offset, committed offset) per partition; None where unknown."""
+    def read(self, tps: list[tuple[str, int]]) -> list[int | None]:
         if self._consumer is None:
             self._consumer = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                }
+                {"bootstrap.servers": self.bootstrap, "group.id": "kis-stream-end-offsets"}
             )
-        ends: list[int | None] = []
+        out: list[int | None] = []
         for topic, partition in tps:
             try:
                 _, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=2, cached=False
                 )
-                ends.append(high)
+                out.append(high)
             except KafkaException:
-                ends.append(None)
-        starts: list[int | None] = [None] * len(tps)
-        try:
-            found = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=2)
-            starts = [tp.offset if tp.offset >= 0 and not tp.error else None for tp in found]
-        except KafkaException:
-            pass
-        return list(zip(ends, starts, strict=True))
+                out.append(None)
+        return out
 
     def close(self) -> None:
         if self._consumer is not None:
