@@ -131,7 +131,7 @@ def apply() -> None:
             await original_perform_seek(self)
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
-        unsought(self).clear()
+            unsought(self).clear()  # (even if the seek failed: never hold partitions back)
         sought = self.__dict__.setdefault(_SOUGHT, {})
         sought.update({tp: offset for tp, offset in targets.items() if offset is not None})
         forget_acks_below(self, targets)
