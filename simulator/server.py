@@ -41,7 +41,8 @@ LOAD_STEP_SECONDS = 0.1
 fill up to `max_batch` records (fewer, larger frames are cheaper for every reader)."""
 MAX_LOAD_CHUNK = 4_000
 """Records per step, at most: small enough to keep the event loop responsive."""
-LOAD_REPORT_EVERY = 10.0
+LOAD_REPORT_EVERY = 30.0
+"""Seconds between warnings that load mode is behind its schedule."""
 LOAD_GC_GEN0 = 50_000
 """Load mode's young-generation GC threshold (default 700): records die within a chunk, so a
 collection every 700 allocations only walks objects about to be freed (~10 % of the CPU)."""
