@@ -590,3 +590,19 @@ def test_acknowledgements_below_a_seek_target_are_forgotten() -> None:
     forget_acks_below(consumer, {krx: 362, nxt: None})
     assert consumer._acked == {krx: [362, 363], nxt: [40, 41]}
     assert consumer._acked_index == {krx: {362, 363}, nxt: {40, 41}}
+
+
+def test_the_view_shows_each_venues_latest_quote_in_the_table() -> None:
+    from processors.spread import latest_quotes
+
+    pairing = Pairing()
+    pairing.feed(book("KRX", 100, 102, received_at=1), offset=7)
+    pairing.feed(book("NXT", 101, 103, received_at=2), offset=3)
+    pairing.feed(book("KRX", 104, 106, received_at=3), offset=8)
+    latest = latest_quotes(pairing.store, "005930")
+    assert latest is not None
+    assert (latest["KRX"], latest["NXT"]) == (
+        [104, 106, 10, 10, 0, 3, 8],
+        [101, 103, 10, 10, 0, 2, 3],
+    )
+    assert latest_quotes(pairing.store, "000660") is None
