@@ -191,6 +191,8 @@ class SpreadJoin:
         self.committed: Committed = committed or (lambda partition, venue: None)
         self.watermarks: dict[tuple[int, str], int] = {}
         self.quiet: dict[tuple[int, str], int] = {}
+        self.known_ends: dict[tuple[int, str], int] = {}
+        """The last end offset read from the broker per partition and venue."""
         """Receive time up to which a venue's partition was found read to its end."""
         self.last_offsets: dict[tuple[int, str], int] = {}
         self.uncommitted: dict[tuple[int, str], deque[tuple[int, int]]] = defaultdict(deque)
@@ -210,6 +212,7 @@ class SpreadJoin:
         """
         self.watermarks.clear()
         self.quiet.clear()
+        self.known_ends.clear()
         self.last_offsets.clear()
         self.uncommitted.clear()
         self.held.clear()
@@ -280,6 +283,8 @@ class SpreadJoin:
             for mark, start in starts.items():
                 if start - 1 > self.last_offsets.get(mark, -1):
                     self.last_offsets[mark] = start - 1
+        if ends:
+            self.known_ends.update(ends)
         out: list[tuple[Any, SpreadOutcome]] = []
         for partition in list(self.held):
             out += self._release(partition, wall, ends)
@@ -361,8 +366,8 @@ class SpreadJoin:
             # records shares one receive time, and the trigger pairs with the last of them).
             return True
         waited = wall - held.since
-        if waited >= self.max_wait_s:
-            return True
+        if waited >= self.max_wait_s and not self._known_behind(other):
+            return True  # last resort: nothing says the other venue has more to read
         if waited < self.settle_s or ends is None or other not in ends:
             return False
         if self.last_offsets.get(other, -1) + 1 < ends[other]:
@@ -370,6 +375,15 @@ class SpreadJoin:
         # Read to its end: what the other venue writes from now on is received after this.
         self.quiet[other] = max(self.quiet.get(other, -1), received_at)
         return True
+
+    def _known_behind(self, mark: tuple[int, str]) -> bool:
+        """Whether the broker said this partition has records this worker has not read.
+
+        Then the maximum wait does not apply: a worker catching up on a backlog keeps holding
+        the trigger until the other venue is read past it (pairing early would pair wrongly).
+        """
+        end = self.known_ends.get(mark)
+        return end is not None and self.last_offsets.get(mark, -1) + 1 < end
 
     def decide(self, symbol: str, venue: str, quote: list[Any]) -> SpreadOutcome:
         """Pair a trigger with the other venue's latest quote received at or before it."""

@@ -606,3 +606,18 @@ def test_the_view_shows_each_venues_latest_quote_in_the_table() -> None:
         [101, 103, 10, 10, 0, 2, 3],
     )
     assert latest_quotes(pairing.store, "000660") is None
+
+
+def test_the_maximum_wait_does_not_apply_while_the_other_venue_is_known_to_be_behind() -> None:
+    """A worker catching up on a backlog: KRX is slow to read, NXT@20 must wait for it."""
+    pairing = Pairing(hold=True)  # max wait 1 s, settle 0.5 s
+    pairing.feed(book("KRX", 100, 102, received_at=5), offset=0, wall=0.0)
+    pairing.feed(book("NXT", 100, 104, received_at=20), offset=0, wall=0.0)
+    pairing.flush(wall=0.6, ends={(0, "KRX"): 3})  # the broker holds 2 more KRX records
+    pairing.flush(wall=5.0)  # far past the maximum wait: still held
+    pairing.feed(book("KRX", 100, 102, received_at=15), offset=1, wall=5.1)
+    assert ("NXT", 20) not in pairing.decided
+    pairing.feed(book("KRX", 102, 104, received_at=18), offset=2, wall=5.2)  # read to the end
+    assert ("NXT", 20) in pairing.decided
+    nxt_triggered = [r for r in pairing.records if r["trigger_venue"] == "NXT"]
+    assert [r["krx_received_at"] for r in nxt_triggered] == [18]
