@@ -483,12 +483,13 @@ class Changelog(dict[str, Any]):
         dict.update(self, self.flushed)
 
 
-@pytest.mark.parametrize("seed", [10, 13, 16, 17, 19, 20])
+@pytest.mark.parametrize("seed", [13, 16, 19, 20, 21, 22])
 def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: int) -> None:
     """Random fetch batches, commits and crashes; the outputs together equal the as-of join.
 
     (With these seeds, a table that keeps only what the held triggers need, as if every
-    published output were safe, loses pairings: one third of seeds 0-59 fail that way.)
+    published output were safe, loses pairings: a quarter of seeds 0-59 fail that way; a
+    maximum wait that releases triggers while the other venue is behind fails them all.)
     """
     rng = random.Random(seed)
     books: dict[str, list[Book]] = {"KRX": [], "NXT": []}
@@ -520,7 +521,7 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: i
         join = SpreadJoin(
             store,
             max_age_ms=2_000,
-            max_wait_s=1e9,
+            max_wait_s=2.0,  # (a slow worker: the maximum wait passes while catching up)
             settle_s=0.5,
             committed=lambda partition, venue: committed[venue],
         )
@@ -547,6 +548,8 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: i
                 if not any(join.held.values()):
                     break
                 continue
+            # The release timer (every 50 ms in a worker) reads the end offsets first.
+            take(join.expire(wall, ends, {(0, v): committed[v] for v in books}))
             venue = rng.choice(unread)
             for _ in range(rng.randint(1, 60)):  # one fetch batch of one topic
                 if position[venue] >= len(books[venue]):
