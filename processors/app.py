@@ -16,6 +16,7 @@ from the environment (it checks the input topics on the broker first).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -27,11 +28,12 @@ import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from kis_stream import topics
-from processors import faust_fixes
-from processors.codec import AvroDecoder, AvroEncoder, FaustAvro, WireError, registry_client
+from processors import faust_fixes, faust_speed
+from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_FIELDS, TRADE_FIELDS
 from processors.ordering import InOrder
+from processors.publish import Output
 from processors.topology import BARS_LATE_OUT, BARS_OUT
 from schemas import DERIVED
 
@@ -75,6 +77,8 @@ class Processors:
         registry: SchemaRegistryClient | None = None,
     ) -> None:
         faust_fixes.apply()
+        if settings.inline_delivery:
+            faust_speed.apply()
         self.settings = settings
         self.partitions = dict(partitions)
         self.topology = settings.topology()
@@ -86,12 +90,14 @@ class Processors:
             "spread": AvroDecoder(self.registry, BOOK_FIELDS),
         }
         self.encoders: dict[str, AvroEncoder] = {}
-        self.outputs: dict[str, faust.TopicT] = {}
-        self.internals: dict[str, faust.TopicT] = {}
+        self.outputs: dict[str, Output] = {}
+        self.internals: dict[str, Output] = {}
         self.stats: dict[str, StreamStats] = {}
         self.guards: list[InOrder] = []
         self.offset_gaps = 0
         """Offset gaps seen by the agents (should stay 0; shown by the views)."""
+        self.send_failures = 0
+        self._crashing: list[asyncio.Future[None]] = []
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_urls(),
@@ -106,6 +112,7 @@ class Processors:
             broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
             consumer_auto_offset_reset="earliest",
             producer_linger=settings.producer_linger_ms / 1000,
+            producer_max_batch_size=settings.producer_max_batch_bytes,
             web_enabled=settings.web_enabled,
             web_bind=settings.web_host,
             web_host=settings.web_host,
@@ -132,19 +139,21 @@ class Processors:
         """Raw TR topics as bytes: agents decode themselves, so bad bytes are counted, not fatal."""
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
 
-    def internal(self, name: str, partitions: int) -> faust.TopicT:
-        """A helper topic (bytes; created at start-up by `kis-stream process`)."""
+    def internal(self, name: str, partitions: int) -> Output:
+        """A helper topic (bytes; created at start-up by `kis-stream process`).
+
+        `partitions` is the count the start-up created it with (kept for the callers' sake).
+        """
         topic = self.internals.get(name)
         if topic is None:
-            topic = self.internals[name] = self.app.topic(
-                name, partitions=partitions, key_serializer="raw", value_serializer="raw"
-            )
+            topic = self.internals[name] = Output(self.app, name, None, self._send_failed)
         return topic
 
-    def output(self, role: str) -> faust.TopicT:
+    def output(self, role: str) -> Output:
         """A derived topic (by contract name, prefixed per settings): Avro, UTF-8 keys.
 
-        Values are Confluent wire-format Avro, the schema registered under `<topic>-value`.
+        Values are Confluent wire-format Avro, the schema registered under `<topic>-value`;
+        `send(key=..., value=record)` as with a Faust topic (see processors/publish.py).
         """
         name = self.topology.derived(role)
         topic = self.outputs.get(name)
@@ -152,10 +161,13 @@ class Processors:
             with open(DERIVED / SCHEMA_FILES[role], encoding="utf-8") as fh:
                 schema = json.load(fh)
             encoder = self.encoders[name] = AvroEncoder(self.registry, topics.subject(name), schema)
-            topic = self.outputs[name] = self.app.topic(
-                name, key_serializer="raw", value_serializer=FaustAvro(encoder, None)
-            )
+            topic = self.outputs[name] = Output(self.app, name, encoder, self._send_failed)
         return topic
+
+    def _send_failed(self, topic: str, exc: BaseException) -> None:
+        """A record was not delivered: stop (at-least-once: the inputs are read again)."""
+        self.send_failures += 1
+        self._crashing.append(asyncio.ensure_future(self.app.crash(exc)))
 
     def register_schemas(self) -> dict[str, int]:
         """Register every output schema now (start-up) instead of on the first record."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from faust.serializers import codecs
+
+from processors.flat_avro import AvroBodyError, FlatWriter, compile_reader
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -65,6 +67,7 @@ class AvroDecoder:
         self.client = client
         self.needed = needed
         self._schemas: dict[int, Any] = {}
+        self._readers: dict[int, Callable[[bytes, int], dict[str, Any]]] = {}
 
     def schema(self, schema_id: int) -> Any:
         parsed = self._schemas.get(schema_id)
@@ -74,10 +77,18 @@ class AvroDecoder:
             except Exception as exc:  # the registry's errors are not one class
                 raise WireError(f"schema id {schema_id} not found in the registry: {exc}") from exc
             assert text is not None
-            plain = strip_logical_types(json.loads(text))
-            parsed = fastavro.parse_schema(truncate_fields(plain, self.needed))
+            plain = truncate_fields(strip_logical_types(json.loads(text)), self.needed)
+            parsed = fastavro.parse_schema(plain)
             self._schemas[schema_id] = parsed
+            reader = compile_reader(plain)
+            if reader is not None:  # flat records (every raw TR): the specialised reader
+                self._readers[schema_id] = reader
         return parsed
+
+    def _fastavro(self, data: bytes, schema_id: int) -> Any:
+        stream = io.BytesIO(data)
+        stream.seek(_HEADER.size)
+        return fastavro.schemaless_reader(stream, self.schema(schema_id), None)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if not data or len(data) < _HEADER.size:
@@ -85,12 +96,16 @@ class AvroDecoder:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise WireError(f"unknown magic byte {magic}")
-        stream = io.BytesIO(data)
-        stream.seek(_HEADER.size)
+        reader = self._readers.get(schema_id)
         try:
-            record = fastavro.schemaless_reader(stream, self.schema(schema_id), None)
+            if reader is not None:
+                record = reader(data, _HEADER.size)
+            else:
+                record = self._fastavro(data, schema_id)  # also compiles the reader
         except WireError:
             raise
+        except (AvroBodyError, IndexError, struct.error, UnicodeDecodeError) as exc:
+            raise WireError(f"undecodable Avro body: {exc}") from exc
         except Exception as exc:  # truncated or foreign bytes: fastavro raises many types
             raise WireError(f"undecodable Avro body: {exc}") from exc
         if not isinstance(record, dict):
@@ -105,7 +120,9 @@ class AvroEncoder:
         self.client = client
         self.subject = subject
         self.schema = dict(schema)
-        self._parsed = fastavro.parse_schema(strip_logical_types(self.schema))
+        plain = strip_logical_types(self.schema)
+        self._parsed = fastavro.parse_schema(plain)
+        self._flat = FlatWriter.compile(plain)
         self._header: bytes | None = None
 
     def register(self) -> int:
@@ -120,6 +137,13 @@ class AvroEncoder:
         if self._header is None:
             self.register()
         assert self._header is not None
+        if self._flat is not None:
+            buffer = bytearray(self._header)
+            try:
+                self._flat.write(buffer, record)
+            except (TypeError, KeyError, AttributeError, struct.error) as exc:
+                raise ValueError(f"record does not fit {self.subject}: {exc}") from exc
+            return bytes(buffer)
         out = io.BytesIO()
         out.write(self._header)
         fastavro.schemaless_writer(out, self._parsed, record)
