@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# rustup's cargo (kis_native) and Go (scripts/go-tool) where the machine puts them, even
+# when the shell running make did not read a profile that adds them to PATH.
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
 .PHONY: all venv fetch tools demo test lint typecheck unit services-up services-down bench clean
 
