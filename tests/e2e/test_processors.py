@@ -361,17 +361,19 @@ def test_program_equals_the_oracle(run: Run, deployment: str) -> None:
                 assert record["market_net_amount"] == sum(a for _, a in latest.values())
 
 
-# Known open defect (issue 6): after a rebalance (two workers) or a SIGKILL restart the spread
-# agent can miss pairings near the hand-over; seen in CI as 2 and 50 missing records. The
-# single-worker run must match exactly; the other two are tracked, not yet guaranteed.
-_SPREAD_HANDOVER = pytest.mark.xfail(
-    reason="spread pairings can be missed across a partition hand-over (issue 6)", strict=False
+# Known open defect (issue 6), not the spread's: in `two` the consumer can lose input records
+# around the first rebalance (the same inputs are then missing from all four streams, with no
+# offset gap seen by the agents; docs/streams.md). Kept visible here; the bars, imbalance and
+# program tests of `two` fail in the same runs.
+_TWO_INPUT_LOSS = pytest.mark.xfail(
+    reason="two workers: inputs lost around the first rebalance (all streams, issue 6)",
+    strict=False,
 )
 
 
 @pytest.mark.parametrize(
     "deployment",
-    [pytest.param(d, marks=_SPREAD_HANDOVER) if d != "one" else d for d in DEPLOYMENTS],
+    [pytest.param(d, marks=_TWO_INPUT_LOSS) if d == "two" else d for d in DEPLOYMENTS],
 )
 def test_spread_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
