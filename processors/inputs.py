@@ -209,7 +209,9 @@ def book_from(record: Mapping[str, Any]) -> Book | str:
 BOOK_FIELDS = frozenset(
     {*ASK_PRICES, *BID_PRICES, *ASK_QTYS, *BID_QTYS, "total_askp_rsqn", "total_bidp_rsqn"}
 )
-"""Raw book fields the streams read (the decoder stops after the last of them)."""
+"""Raw book fields the imbalance reads (the decoder stops after the last of them)."""
+LEVEL1_FIELDS = frozenset({ASK_PRICES[0], BID_PRICES[0], ASK_QTYS[0], BID_QTYS[0]})
+"""Raw book fields the spread reads: level 1 only (levels 2-10 and the totals stay None)."""
 
 
 # --------------------------------------------------------------------------------- program

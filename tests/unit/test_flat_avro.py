@@ -149,3 +149,19 @@ def test_decoder_turns_bad_bytes_into_wire_errors() -> None:
     assert decoder.decode(header + body) == expected  # then the compiled reader
     with pytest.raises(WireError):
         decoder.decode(header + body[: len(body) // 3])
+
+
+def test_the_spread_reads_books_only_up_to_level_one() -> None:
+    from processors.inputs import LEVEL1_FIELDS, book_from
+
+    schema = _plain(RAW / "h0stasp0.avsc")
+    record = _record(random.Random(5), schema) | {"symbol": "005930", "venue": "KRX"}
+    record |= {"askp1": 70_100, "bidp1": 70_000, "askp_rsqn1": 5, "bidp_rsqn1": 7, "received_at": 1}
+    reader = compile_reader(truncate_fields(schema, LEVEL1_FIELDS))
+    assert reader is not None
+    got = reader(_fastavro_bytes(schema, record), 0)
+    assert "bidp_rsqn1" in got and "bidp_rsqn2" not in got and "total_askp_rsqn" not in got
+    book = book_from(got)
+    assert not isinstance(book, str)
+    assert (book.bid[0], book.ask[0], book.bid_qty[0], book.ask_qty[0]) == (70_000, 70_100, 7, 5)
+    assert book.has_bid and book.has_ask
