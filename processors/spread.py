@@ -220,6 +220,15 @@ class SpreadJoin:
         self.quotes.clear()
         self.loaded = False
 
+    def reload(self) -> None:
+        """Index the table again on next use (its recovery from the changelog completed).
+
+        An event handled between an assignment and the end of the table's recovery would
+        otherwise have indexed a partly recovered table for the whole generation.
+        """
+        self.quotes.clear()
+        self.loaded = False
+
     def on_book(
         self, book: Book, *, offset: int, partition: int, wall: float, token: Any = None
     ) -> list[tuple[Any, SpreadOutcome]]:
@@ -462,6 +471,14 @@ def register(p: Processors) -> None:
                 token=event,
             )
             await finish(decided)
+
+    recovered = table.on_recovery_completed
+
+    async def on_recovery_completed(active_tps: Any, standby_tps: Any) -> None:
+        await recovered(active_tps, standby_tps)
+        join.reload()
+
+    table.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
 
     @p.app.on_partitions_assigned.connect
     async def on_assigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

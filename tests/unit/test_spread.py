@@ -624,3 +624,17 @@ def test_the_maximum_wait_does_not_apply_while_the_other_venue_is_known_to_be_be
     assert ("NXT", 20) in pairing.decided
     nxt_triggered = [r for r in pairing.records if r["trigger_venue"] == "NXT"]
     assert [r["krx_received_at"] for r in nxt_triggered] == [18]
+
+
+def test_the_index_is_rebuilt_once_the_tables_recovery_completed() -> None:
+    pairing = Pairing(max_age_ms=100_000, hold=True)
+    pairing.join.reset()  # an assignment; an event arrives before the recovery is done
+    pairing.feed(book("KRX", 100, 102, received_at=50 * SECOND), offset=9)
+    pairing.store["005930|NXT|4"] = quote_of(book("NXT", 101, 103, received_at=40 * SECOND), 4)
+    pairing.join.reload()  # the recovery completed: NXT@40 s came from the changelog
+    pairing.feed(book("NXT", 101, 105, received_at=60 * SECOND), offset=5)
+    pairing.flush()
+    assert [(r["trigger_venue"], r["nxt_received_at"]) for r in pairing.records] == [
+        ("KRX", 40 * SECOND),
+        ("NXT", 60 * SECOND),
+    ]
