@@ -361,20 +361,7 @@ def test_program_equals_the_oracle(run: Run, deployment: str) -> None:
                 assert record["market_net_amount"] == sum(a for _, a in latest.values())
 
 
-# Known open defect (issue 6), not the spread's: in `two` the consumer can lose input records
-# around the first rebalance (the same inputs are then missing from all four streams, with no
-# offset gap seen by the agents; docs/streams.md). Kept visible here; the bars, imbalance and
-# program tests of `two` fail in the same runs.
-_TWO_INPUT_LOSS = pytest.mark.xfail(
-    reason="two workers: inputs lost around the first rebalance (all streams, issue 6)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "deployment",
-    [pytest.param(d, marks=_TWO_INPUT_LOSS) if d == "two" else d for d in DEPLOYMENTS],
-)
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_spread_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected = oracle.oracle_spread(raw["h0stasp0"], raw["h0nxasp0"], MAX_AGE_MS)
