@@ -487,7 +487,7 @@ def register(p: Processors) -> None:
         # callbacks, which can come again later without a seek.
         join.reset()
 
-    ends_reader = EndOffsets(settings.kafka_bootstrap)
+    ends_reader = EndOffsets(settings.kafka_client_config())
 
     @p.app.timer(interval=max(0.01, settings.spread_settle / 2))
     async def spread_release() -> None:
@@ -523,15 +523,14 @@ class EndOffsets:
     fetches (up to 1.5 s each), which slowed down everything when asked often.
     """
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, client_config: dict[str, str]) -> None:
+        """``client_config``: librdkafka properties with the broker and its security settings."""
+        self._config = {**client_config, "group.id": "kis-stream-end-offsets"}
         self._consumer: Consumer | None = None
 
     def read(self, tps: list[tuple[str, int]]) -> list[int | None]:
         if self._consumer is None:
-            self._consumer = Consumer(
-                {"bootstrap.servers": self.bootstrap, "group.id": "kis-stream-end-offsets"}
-            )
+            self._consumer = Consumer(self._config)
         out: list[int | None] = []
         for topic, partition in tps:
             try:

@@ -97,3 +97,27 @@ def test_start_up_clients_use_the_security_settings(
         assert config["sasl.username"] == "processors"
         assert config["sasl.password"] == "s3cret-pw"
     assert set(seen) == {"admin", "consumer"}
+
+
+def test_spread_end_offsets_reader_uses_the_security_settings(
+    sasl_settings: ProcessorSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from processors import spread
+
+    seen: list[dict[str, Any]] = []
+
+    class FakeConsumer:
+        def __init__(self, config: dict[str, Any]) -> None:
+            seen.append(config)
+
+        def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+            return 0, 42
+
+    monkeypatch.setattr(spread, "Consumer", FakeConsumer)
+    reader = spread.EndOffsets(sasl_settings.kafka_client_config())
+    assert reader.read([("kis.h0stasp0", 0)]) == [42]
+    assert seen[0]["bootstrap.servers"] == "broker-1:9093"
+    assert seen[0]["security.protocol"] == "SASL_SSL"
+    assert seen[0]["sasl.username"] == "processors"
+    assert seen[0]["sasl.password"] == "s3cret-pw"
+    assert seen[0]["group.id"] == "kis-stream-end-offsets"
