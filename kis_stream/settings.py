@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -40,6 +40,32 @@ WS_PATH = "/tryitout/H0STCNT0"
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_file", default=None)
+
+
+class KafkaSecurity(Protocol):
+    """The broker settings the producer's and the processors' settings both carry."""
+
+    kafka_bootstrap: str
+    kafka_security_protocol: str | None
+    kafka_sasl_mechanism: str | None
+    kafka_sasl_username: str | None
+    kafka_sasl_password: SecretStr | None
+    kafka_ssl_ca_location: str | None
+
+
+def librdkafka_config(settings: KafkaSecurity) -> dict[str, str]:
+    """librdkafka properties for the broker and its security settings (unset ones left out)."""
+    config = {"bootstrap.servers": settings.kafka_bootstrap}
+    optional = {
+        "security.protocol": settings.kafka_security_protocol,
+        "sasl.mechanism": settings.kafka_sasl_mechanism,
+        "sasl.username": settings.kafka_sasl_username,
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+    }
+    config.update({k: v for k, v in optional.items() if v})
+    if settings.kafka_sasl_password is not None:
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    return config
 
 
 class AppCredential(BaseModel):
@@ -357,16 +383,7 @@ class Settings(BaseSettings):
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka properties shared by the producer, admin and consumer clients."""
-        config: dict[str, str] = {"bootstrap.servers": self.kafka_bootstrap}
-        optional = {
-            "security.protocol": self.kafka_security_protocol,
-            "sasl.mechanism": self.kafka_sasl_mechanism,
-            "sasl.username": self.kafka_sasl_username,
-            "ssl.ca.location": self.kafka_ssl_ca_location,
-        }
-        config.update({k: v for k, v in optional.items() if v})
-        if self.kafka_sasl_password is not None:
-            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        config = librdkafka_config(self)
         config.update(self.kafka_config)
         return config
 

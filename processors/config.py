@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kis_stream.settings import librdkafka_config
 from processors.topology import Topology
 
 if TYPE_CHECKING:
@@ -128,17 +129,7 @@ class ProcessorSettings(BaseSettings):
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka properties (start-up admin and consumer clients): the same broker and
         security settings as the Faust app's (`broker_credentials`)."""
-        config = {"bootstrap.servers": self.kafka_bootstrap}
-        optional = {
-            "security.protocol": self.kafka_security_protocol,
-            "sasl.mechanism": self.kafka_sasl_mechanism,
-            "sasl.username": self.kafka_sasl_username,
-            "ssl.ca.location": self.kafka_ssl_ca_location,
-        }
-        config.update({key: value for key, value in optional.items() if value})
-        if self.kafka_sasl_password is not None:
-            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        return config
+        return librdkafka_config(self)
 
     def broker_credentials(self) -> CredentialsT | None:
         """Faust's `broker_credentials` for the security settings (None for PLAINTEXT)."""
