@@ -134,6 +134,13 @@ class ProducerMetrics:
         self.gaps = Counter(
             "kis_gaps", "Gaps reported on the status topic", ["session"], registry=r
         )
+        self.subscribe_refusals = Counter(
+            "kis_subscribe_refusals",
+            "Registration requests KIS refused, by error class (MAX_SUBSCRIBE_OVER and other "
+            "transient ones are asked again; INVALID_TR_KEY is not)",
+            ["session", "code"],
+            registry=r,
+        )
 
     def set_session_state(self, session: str, state: SessionState) -> None:
         for candidate in SessionState:

@@ -312,6 +312,9 @@ class ProducerService:
     def _on_status(self, event: StatusEvent) -> None:
         if event.event == "disconnected":
             self.metrics.reconnects.labels(event.session).inc()
+        elif event.event == "subscribe_failed":
+            code = (event.reason or "OTHER").split(":", 1)[0]
+            self.metrics.subscribe_refusals.labels(event.session, code).inc()
         if self.pipeline is not None:
             self.pipeline.submit_status(event)
 
@@ -330,9 +333,17 @@ class ProducerService:
         live, detail = self.live()
         if not live:
             return False, detail
-        waiting = [s.name for s in self.sessions if not s.ready]
+        waiting = [s for s in self.sessions if not s.ready]
         if not self._started or waiting:
-            return False, "sessions not streaming: " + ", ".join(waiting)
+            refused = [
+                f"{s.name} {sub.tr_id}/{sub.tr_key} ({reason})"
+                for s in waiting
+                for sub, reason in list(s.rejected.items())
+            ]
+            detail = "sessions not streaming: " + ", ".join(s.name for s in waiting)
+            return False, detail + (
+                "; registrations refused: " + ", ".join(refused) if refused else ""
+            )
         return True, "ok"
 
     # --- stop ---

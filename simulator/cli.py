@@ -38,6 +38,20 @@ def _missing(value: str) -> dict[str, Any]:
     return {"tr_id": tr_id, "count": int(count or 1)}
 
 
+def _refuse(value: str) -> dict[str, Any]:
+    """TR_ID[:TR_KEY[:N]] (`*` for any) -> a `refuse_subscribe` rule (MAX SUBSCRIBE OVER)."""
+    parts = value.split(":")
+    times = parts[2] if len(parts) == 3 else "1"
+    if not 1 <= len(parts) <= 3 or not all(parts) or not times.isdigit() or int(times) < 1:
+        raise click.BadParameter("expected TR_ID[:TR_KEY[:N]]", param_hint="--refuse-subscribe")
+    rule: dict[str, Any] = {"times": int(times)}
+    if parts[0] != "*":
+        rule["tr_id"] = parts[0]
+    if len(parts) > 1 and parts[1] != "*":
+        rule["tr_key"] = parts[1]
+    return rule
+
+
 def _start(value: str) -> float:
     try:
         return parse_time_of_day(value)
@@ -187,6 +201,14 @@ def _start(value: str) -> float:
     help="Fault: leave the last N fields out of every record of this TR (repeatable).",
 )
 @click.option(
+    "--refuse-subscribe",
+    "refuse_subscribe",
+    multiple=True,
+    metavar="TR_ID[:TR_KEY[:N]]",
+    help="Fault: answer the first N (default 1) registration requests of each matching "
+    "TR/key with MAX SUBSCRIBE OVER; * matches any (repeatable).",
+)
+@click.option(
     "--drop-every",
     type=float,
     metavar="SECONDS",
@@ -233,6 +255,8 @@ def build_config(opts: dict[str, Any]) -> SimConfig:
         faults["extra_field"] = [{"tr_id": tr} for tr in opts["extra_fields"]]
     if opts["missing_fields"]:
         faults["missing_fields"] = [_missing(v) for v in opts["missing_fields"]]
+    if opts.get("refuse_subscribe"):
+        faults["refuse_subscribe"] = [_refuse(v) for v in opts["refuse_subscribe"]]
     date: dt.datetime | None = opts["date"]
     return SimConfig(
         host=opts["host"],

@@ -2,8 +2,14 @@
 
 `POST /_sim/faults` takes one JSON object; each key is a command (`drop_connections`,
 `stall_seconds`, `malformed_rate`, `malformed_kinds`, `extra_field`, `missing_fields`,
-`expire_approval_keys`, `trigger_vi`, `clear`). The state that outlives a command (rates,
-drifted fields, stalls) lives here; one-shot actions are carried out by the server.
+`refuse_subscribe`, `expire_approval_keys`, `trigger_vi`, `clear`). The state that outlives a
+command (rates, drifted fields, stalls, subscribe refusals) lives here; one-shot actions are
+carried out by the server.
+
+Subscribe refusals answer a registration request with an error KIS really sends, without
+registering it: `max_subscribe` (OPSP0008 MAX SUBSCRIBE OVER, what KIS answers while it still
+counts a dropped connection's registrations: a client may ask again later) or
+`invalid_tr_key` (JSON PARSING ERROR : invalid tr_key, which asking again cannot change).
 """
 
 from __future__ import annotations
@@ -13,10 +19,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MALFORMED_KINDS = ("truncated", "bad_count", "garbage", "unknown_tr", "bad_utf8")
+REFUSAL_REPLIES = ("max_subscribe", "invalid_tr_key")
 
 
 class FaultError(ValueError):
     """A fault command that cannot be applied (reported to the caller as HTTP 400)."""
+
+
+@dataclass
+class RefusalRule:
+    """Refuse matching registration requests: the first `times` of each (tr_id, key), or
+    each one with probability `rate`. None in `tr_id`/`tr_key` matches any."""
+
+    tr_id: str | None = None
+    tr_key: str | None = None
+    times: int | None = 1
+    rate: float = 0.0
+    reply: str = "max_subscribe"
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    refused: int = 0
+
+    def matches(self, tr_id: str, tr_key: str) -> bool:
+        return (self.tr_id is None or self.tr_id == tr_id) and (
+            self.tr_key is None or self.tr_key == tr_key
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "tr_id": self.tr_id,
+            "tr_key": self.tr_key,
+            "times": self.times,
+            "rate": self.rate,
+            "reply": self.reply,
+            "refused": self.refused,
+        }
 
 
 @dataclass
@@ -29,10 +65,15 @@ class Faults:
     missing_fields: dict[str, int] = field(default_factory=dict)
     """tr_id -> trailing fields left out of every record (an older or paper server)."""
     stalled_until: float = 0.0
+    refusals: list[RefusalRule] = field(default_factory=list)
+    subscribe_refused: int = 0
+    """Registration requests refused by `refusals` so far."""
     rng: random.Random = field(init=False, repr=False)
+    refusal_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:faults")
+        self.refusal_rng = random.Random(f"{self.seed}:refusals")
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
@@ -41,6 +82,8 @@ class Faults:
             "extra_field": dict(self.extra_fields),
             "missing_fields": dict(self.missing_fields),
             "stalled_for": max(0.0, self.stalled_until - now),
+            "refuse_subscribe": [rule.snapshot() for rule in self.refusals],
+            "subscribe_refused": self.subscribe_refused,
         }
 
     def configure(self, command: dict[str, Any], now: float) -> None:
@@ -51,6 +94,7 @@ class Faults:
             self.extra_fields.clear()
             self.missing_fields.clear()
             self.stalled_until = 0.0
+            self.refusals.clear()
         if "malformed_rate" in command:
             rate = command["malformed_rate"]
             if not isinstance(rate, int | float) or not 0 <= rate <= 1:
@@ -70,6 +114,35 @@ class Faults:
             self._configure_extra(command["extra_field"])
         if "missing_fields" in command:
             self._configure_missing(command["missing_fields"])
+        if "refuse_subscribe" in command:
+            self._configure_refusals(command["refuse_subscribe"])
+
+    def _configure_refusals(self, spec: Any) -> None:
+        if spec is None:
+            self.refusals.clear()
+            return
+        rules = []
+        for item in spec if isinstance(spec, list) else [spec]:
+            rules.append(_refusal_rule(item))
+        self.refusals.extend(rules)  # all or nothing: a bad item applies none
+
+    def refusal(self, tr_id: str, tr_key: str) -> str | None:
+        """The error reply (one of REFUSAL_REPLIES) to a registration request, or None to
+        accept it. Counts the attempt against every matching rule that limits by `times`."""
+        for rule in self.refusals:
+            if not rule.matches(tr_id, tr_key):
+                continue
+            if rule.times is not None:
+                seen = rule.attempts.get((tr_id, tr_key), 0)
+                if seen >= rule.times:
+                    continue
+                rule.attempts[(tr_id, tr_key)] = seen + 1
+            elif not self.refusal_rng.random() < rule.rate:
+                continue
+            rule.refused += 1
+            self.subscribe_refused += 1
+            return rule.reply
+        return None
 
     def _configure_extra(self, spec: Any) -> None:
         if spec is None:
@@ -134,3 +207,27 @@ class Faults:
         raw = frame.encode("utf-8")
         at = len(raw) // 2
         return raw[:at] + b"\xff\xfe" + raw[at:]
+
+
+def _refusal_rule(item: Any) -> RefusalRule:
+    usage = (
+        'refuse_subscribe must be {"tr_id"?: ..., "tr_key"?: ..., "times"?: n >= 1 | '
+        f'"rate"?: p in (0, 1], "reply"?: one of {REFUSAL_REPLIES}}}'
+    )
+    if not isinstance(item, dict) or set(item) - {"tr_id", "tr_key", "times", "rate", "reply"}:
+        raise FaultError(usage)
+    tr_id, tr_key = item.get("tr_id"), item.get("tr_key")
+    times, rate = item.get("times"), item.get("rate")
+    reply = item.get("reply", "max_subscribe")
+    if any(v is not None and (not isinstance(v, str) or not v) for v in (tr_id, tr_key)):
+        raise FaultError(usage)
+    if reply not in REFUSAL_REPLIES or (times is not None and rate is not None):
+        raise FaultError(usage)
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise FaultError(usage)
+        return RefusalRule(tr_id, tr_key, None, float(rate), reply)
+    times = 1 if times is None else times
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise FaultError(usage)
+    return RefusalRule(tr_id, tr_key, times, 0.0, reply)

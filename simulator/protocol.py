@@ -85,12 +85,16 @@ class Registry:
         approval_ttl: float,
         max_subscriptions: int,
         on_subscribe: Callable[[str, str], None] = lambda tr_id, key: None,
+        refusal: Callable[[str, str], str | None] = lambda tr_id, key: None,
     ) -> None:
         self.layouts = layouts
         self.app_keys = app_keys
         self.approval_ttl = approval_ttl
         self.max_subscriptions = max_subscriptions
         self.on_subscribe = on_subscribe
+        self.refusal = refusal
+        """(catalogue tr_id, key) -> None to accept a registration, or the error to refuse it
+        with (the `refuse_subscribe` fault)."""
         self.approvals: dict[str, tuple[str, float]] = {}
         """approval key -> (app key, monotonic expiry)."""
         self.app_key_sessions: dict[str, Session] = {}
@@ -181,6 +185,11 @@ class Registry:
             if sub_key in session.subs:
                 return wire.ack(tr_id, tr_key, wire.ALREADY_SUBSCRIBED)
             if len(session.subs) >= self.max_subscriptions:
+                return wire.ack(tr_id, tr_key, wire.MAX_SUBSCRIBE)
+            refused = self.refusal(canonical, tr_key)
+            if refused == "invalid_tr_key":
+                return wire.error("JSON PARSING ERROR : invalid tr_key", tr_id=tr_id, tr_key=tr_key)
+            if refused is not None:
                 return wire.ack(tr_id, tr_key, wire.MAX_SUBSCRIBE)
             session.subs[sub_key] = tr_id
             self.subscribers.setdefault(sub_key, {})[session] = tr_id

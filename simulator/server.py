@@ -98,6 +98,7 @@ class SimulatorServer:
             approval_ttl=self.config.approval_ttl,
             max_subscriptions=self.config.max_subscriptions,
             on_subscribe=self.market.add_interest if self.market is not None else _ignore,
+            refusal=self.faults.refusal,
         )
         self.subscribers = self.registry.subscribers
         self.sent_by_tr: Counter[str] = Counter()
