@@ -17,12 +17,17 @@ a task exactly where it stopped, so pausing and rebalancing behave as before.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import types
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections import Counter
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Iterator
+from typing import Any, cast
 
 from faust.transport import consumer as faust_consumer
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 from mode.services import WaitResults
 
 _APPLIED = "_kis_stream_inline_deliver"
@@ -93,3 +98,249 @@ def apply() -> None:
 
     cls.wait_first = wait_first
     setattr(cls, _APPLIED, True)
+
+
+# ------------------------------------------------------------------------ batch delivery
+#
+# Faust's per-record path (drain loop, conductor, channel queue, stream iterator, sensors,
+# acknowledgement) costs far more CPU than the agents' own work per record (profile in
+# docs/benchmarks.md). With batch delivery, the drain loop hands each partition's records of
+# one fetch to the conductor as ONE message (offset = the last record's, value = a `Batch`),
+# so that path runs once per fetch and partition instead of once per record. The agent
+# (`Processors.events`) takes the batch apart again with `unbatched`: it sees one `Delivered`
+# per record, in offset order, with the record's own message. The batch is acknowledged
+# when every one of its records has been (each record's offset through the consumer's own
+# `ack`, as if delivered alone), so Faust commits exactly what it would have per record:
+# at-least-once, nothing committed past a record that is not done.
+
+_BATCH_TOPICS = "_kis_batch_topics"
+_BATCH_SEEKS = "_kis_batch_seeks"
+_BATCHES_APPLIED = "_kis_stream_batches"
+
+
+class Batch:
+    """The value of a batch message: one partition's records of one fetch, in offset order."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages = messages
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+class BatchAck:
+    """Acknowledges a batch's message once all of its records are acknowledged."""
+
+    __slots__ = ("event", "messages", "remaining")
+
+    def __init__(self, event: Any, messages: list[Any]) -> None:
+        self.event = event
+        self.messages = messages
+        self.remaining = len(messages)
+
+    def record_done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            consumer = self.event.app.consumer
+            for message in self.messages[:-1]:  # the last offset is the batch message's own
+                consumer.ack(message)
+            self.event.ack()
+
+
+class Delivered:
+    """One record of a batch, as an agent sees an event: `value`, `message`, `ack()`."""
+
+    __slots__ = ("_acked", "_batch", "last", "message", "value")
+
+    def __init__(self, message: Any, batch: BatchAck, last: bool) -> None:
+        self.message = message
+        self.value = message.value
+        self.last = last
+        """The batch's last record."""
+        self._batch = batch
+        self._acked = False
+
+    def ack(self) -> None:
+        if not self._acked:
+            self._acked = True
+            self._batch.record_done()
+
+
+def unbatched(event: Any) -> Iterator[Any]:
+    """The records an agent's event stands for: its batch's records, or the event itself.
+
+    Stops (leaving the rest unacknowledged, so read again) once the consumer's generation
+    changed: a rebalance sought the partition back to its committed offset.
+    """
+    value = event.value
+    if not isinstance(value, Batch):
+        yield event
+        return
+    app = event.app
+    generation = event.message.generation_id
+    batch = BatchAck(event, value.messages)
+    last = value.messages[-1]
+    for message in value.messages:
+        if app.consumer_generation_id != generation:
+            return
+        yield Delivered(message, batch, message is last)
+
+
+def ends_batch(event: Any) -> bool:
+    """Whether the agent gets no more records of `event`'s batch (its last, or cut short).
+
+    Checked by an agent at the end of its work on a record, before `unbatched` is resumed
+    (nothing runs in between): state buffered for the batch must be written now, before the
+    batch can be acknowledged.
+    """
+    if not isinstance(event, Delivered):
+        return True
+    if event.last:
+        return True
+    batch_event = event._batch.event
+    return bool(batch_event.app.consumer_generation_id != batch_event.message.generation_id)
+
+
+def deliver_in_batches(app: Any, topics: Iterable[str]) -> None:
+    """Mark topics whose records the drain loop hands over in batches (see `apply_batches`)."""
+    found = app.__dict__.get(_BATCH_TOPICS)
+    if found is None:
+        found = app.__dict__[_BATCH_TOPICS] = set()
+    found.update(topics)
+
+
+def _seeks(consumer: Any) -> Counter[Any]:
+    found: Counter[Any] | None = consumer.__dict__.get(_BATCH_SEEKS)
+    if found is None:
+        found = consumer.__dict__[_BATCH_SEEKS] = Counter()
+    return found
+
+
+async def drain_batched(self: Any, fetcher: Any) -> None:
+    """Faust's `Consumer._drain_messages` (0.15.3), delivering batch topics in batches.
+
+    Records of other topics (changelogs) go one by one as in Faust. A batch fetched before a
+    seek of its partition (rebalance) is dropped: the seek set the read offset back and the
+    records are fetched again.
+    """
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    batch_topics: set[str] = self.app.__dict__.get(_BATCH_TOPICS, set())
+    seeks = _seeks(self)
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            ait = cast(AsyncIterator[Any], getmany(timeout=1.0))
+            await self.sleep(0)
+            if not self.should_stop:
+                batches: dict[TP, list[Any]] = {}
+                snapshot: Counter[Any] | None = None
+                async for tp, message in ait:
+                    if snapshot is None:
+                        snapshot = Counter(seeks)
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already read (Faust logs these at dev level only)
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if tp.topic in batch_topics:
+                        found = batches.get(tp)
+                        if found is None:
+                            batches[tp] = [message]
+                        else:
+                            found.append(message)
+                        set_read_offset(tp, offset)
+                        continue
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                for tp, messages in batches.items():
+                    if snapshot is not None and (
+                        seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp]
+                    ):
+                        continue  # sought since the fetch: read again from the seek target
+                    await self.wait_first(
+                        callback(batch_message(tp, messages)), self.suspend_flow.wait()
+                    )
+            unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
+def batch_message(tp: TP, messages: list[Any]) -> ConsumerMessage:
+    """One consumer message standing for `messages` (same partition, in offset order)."""
+    last = messages[-1]
+    return ConsumerMessage(
+        last.topic,
+        last.partition,
+        last.offset,
+        last.timestamp,
+        last.timestamp_type,
+        None,
+        None,
+        cast(Any, Batch(messages)),
+        None,
+        0,
+        sum(m.serialized_value_size for m in messages),
+        tp,
+        generation_id=last.generation_id,
+    )
+
+
+def apply_batches() -> None:
+    """Patch Faust's consumer for batch delivery once per process (idempotent).
+
+    Apply after processors.faust_fixes: the seek wrappers here count seeks on top of its.
+    """
+    cls: Any = faust_consumer.Consumer
+    if getattr(cls, _BATCHES_APPLIED, False):
+        return
+    original_seek = cls.seek
+    original_perform_seek = cls.perform_seek
+
+    async def seek(self: Any, partition: TP, offset: int) -> None:
+        _seeks(self)[partition] += 1
+        await original_seek(self, partition, offset)
+
+    async def perform_seek(self: Any) -> None:
+        _seeks(self)["*"] += 1
+        await original_perform_seek(self)
+
+    cls.seek = seek
+    cls.perform_seek = perform_seek
+    cls._drain_messages = drain_batched
+    setattr(cls, _BATCHES_APPLIED, True)
