@@ -36,6 +36,8 @@ class Delivery:
     rows: list[list[str]] | None
     fault: str | None = None
     raw: str | None = None
+    due: float = 0.0
+    """Load mode: the monotonic time before which the writer holds the frame back (0: now)."""
 
 
 class Session:

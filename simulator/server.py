@@ -43,6 +43,9 @@ MAX_LOAD_CHUNK = 4_000
 """Records per step, at most: small enough to keep the event loop responsive."""
 LOAD_REPORT_EVERY = 30.0
 """Seconds between warnings that load mode is behind its schedule."""
+LOAD_PACE_SLACK = 0.002
+"""Load mode: a writer sends at once every frame due within this many seconds (one sleep
+covers several frames instead of one timer per frame)."""
 LOAD_GC_GEN0 = 50_000
 """Load mode's young-generation GC threshold (default 700): records die within a chunk, so a
 collection every 700 allocations only walks objects about to be freed (~10 % of the CPU)."""
@@ -71,6 +74,9 @@ class SimConfig:
     max_batch: int = 10
     max_queue: int = 20_000
     """Frames queued for one session before it is closed as a slow consumer."""
+    load_spread: bool = True
+    """Load mode: send a chunk's frames spread over the time the chunk stands for, as a live
+    feed arrives, instead of all at once (a burst every LOAD_STEP_SECONDS)."""
     faults: dict[str, Any] = field(default_factory=dict)
     drop_every: float | None = None
     stall_every: float | None = None
@@ -328,6 +334,13 @@ class SimulatorServer:
             payload, delivery = await session.queue.get()
             if session.closed:
                 return
+            if delivery is not None and delivery.due:
+                wait = delivery.due - loop.time()
+                if wait > LOAD_PACE_SLACK:
+                    await asyncio.sleep(wait)
+                    if session.closed:  # its queue was accounted; this frame was not
+                        self._account(session, delivery, sent=False)
+                        return
             while (wait := self.faults.stalled(time.monotonic())) > 0:
                 await asyncio.sleep(min(wait, 0.2))
             try:
@@ -429,7 +442,11 @@ class SimulatorServer:
         """Load mode: extra events in chunks, paced against an absolute schedule.
 
         A chunk is LOAD_STEP_SECONDS' worth of records (at most MAX_LOAD_CHUNK), and the loop
-        yields after each: writers and PINGPONG run between chunks.
+        yields after each: writers and PINGPONG run between chunks. On schedule, a chunk's
+        frames are sent spread over the time it stands for (`load_spread`): a live feed
+        arrives continuously, and a burst of a whole step's frames at once would make every
+        reader queue them (the last frame waits for all the others); behind schedule they go
+        at once.
         """
         loop = asyncio.get_running_loop()
         market = self.market
@@ -452,9 +469,10 @@ class SimulatorServer:
             if owed < chunk:
                 await asyncio.sleep(min((chunk - owed) / rate, next_tick - now, self.config.tick))
                 continue
+            spread = chunk / rate if self.config.load_spread and owed < 2 * chunk else 0.0
             try:
                 burst = market.burst(chunk, self.clock.now(), self.subscribers)
-                delivered = self._dispatch(burst)
+                delivered = self._dispatch(burst, spread=spread, start=now)
             except Exception:
                 log.exception("simulator load chunk failed")
                 delivered = chunk  # do not retry a failing chunk in a tight loop
@@ -469,10 +487,17 @@ class SimulatorServer:
                     reported_off = pacer.written_off
             await asyncio.sleep(0)
 
-    def _dispatch(self, records: list[GenRecord]) -> int:
-        """Frame and queue records to their subscribers; returns records delivered (once each)."""
+    def _dispatch(
+        self, records: list[GenRecord], *, spread: float = 0.0, start: float = 0.0
+    ) -> int:
+        """Frame and queue records to their subscribers; returns records delivered (once each).
+
+        `spread` > 0: the frames are due evenly over [start, start + spread), in the order
+        framed (each session's writer holds a frame back until it is due).
+        """
         if not records:
             return 0
+        queued: list[Delivery] = []
         groups: dict[tuple[str, str], list[GenRecord]] = {}
         for rec in records:
             groups.setdefault((rec.tr_id, rec.key), []).append(rec)
@@ -509,7 +534,14 @@ class SimulatorServer:
                     if kind is not None:
                         payload = self.faults.malform(frame, kind)
                         fault = f"malformed:{kind}"
-                    self._enqueue(session, payload, Delivery(sub_tr, key, chunk, rows, fault))
+                    delivery = Delivery(sub_tr, key, chunk, rows, fault)
+                    if spread:
+                        queued.append(delivery)
+                    self._enqueue(session, payload, delivery)
+        if queued:
+            step = spread / len(queued)
+            for index, delivery in enumerate(queued):
+                delivery.due = start + index * step
         return delivered
 
     def _enqueue(self, session: Session, payload: str | bytes, delivery: Delivery) -> None:
