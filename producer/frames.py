@@ -45,7 +45,7 @@ from Crypto.Cipher import AES
 
 from producer.catalogue import Catalogue, FieldSpec, TrSpec, load_catalogue
 from producer.native import native_module
-from producer.records import DecodeError, Record
+from producer.records import DecodeError, Record, register_native_record_type
 
 log = logging.getLogger(__name__)
 
@@ -418,10 +418,13 @@ class FrameDecoder:
             plan = _TrPlan(spec, native)
             for tr_id in spec.tr_ids:
                 self._plans[tr_id] = plan
-        # Plain frames at the catalogue width go straight to Records in native code; it
-        # hands everything else (encrypted, drift, errors, oddities) back to `_decode`.
+        # Plain frames at the catalogue width go straight to records in native code
+        # (kis_native.Record: values parsed and validated, the `fields` dict built when
+        # first read); it hands everything else (drift, errors, oddities) back to
+        # `_decode`, which gives decrypted payloads back to it (`decode_payload`).
         self._core: Any = None
         if native is not None:
+            register_native_record_type(native.Record)
             plans = {id(p): p for p in self._plans.values()}.values()
             self._core = native.FrameCore(
                 [_core_plan(p) for p in plans if p.layouts[p.width].plain],
@@ -526,6 +529,12 @@ class FrameDecoder:
             if isinstance(plain, tuple):
                 return plain[0]  # (reason,)
             payload = plain
+            if self._core is not None:
+                core_records: list[Record] | None = self._core.decode_payload(
+                    tr_id, payload, count, received_at, session, seq
+                )
+                if core_records is not None:
+                    return core_records
         elif enc != "0":
             return f"bad_enc: {enc[:8]!r}"
 

@@ -21,7 +21,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-EXPECTED_VERSION = "0.1.0"
+EXPECTED_VERSION = "0.2.0"
 """native/Cargo.toml's version: a stale build (older sources) is not used."""
 PURE_PYTHON_ENV = "KIS_STREAM_PURE_PYTHON"
 

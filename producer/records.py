@@ -2,6 +2,11 @@
 
 A `Record` is one KIS record (one of the N in a frame) with its envelope. Its Avro form is
 the envelope fields followed by the TR's snake_case fields (see schemas/raw/).
+
+The compiled decoder (producer/native.py) returns ``kis_native.Record`` instead: the same
+attributes, read-only, with the typed values held in Rust and ``fields`` built on first
+access (then cached); it compares equal to a `Record` with the same attributes, has the
+same ``repr``, and ``isinstance(native_record, Record)`` is true.
 """
 
 from __future__ import annotations
@@ -9,9 +14,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+_native_record_types: tuple[type, ...] = ()
+
+
+class _RecordType(type):
+    """Makes ``isinstance(x, Record)`` true of the compiled decoder's records as well."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return type.__instancecheck__(cls, obj) or (
+            cls is Record and isinstance(obj, _native_record_types)
+        )
+
+
+def register_native_record_type(record_type: type) -> None:
+    """Count ``kis_native.Record`` as a `Record` (called when a native decoder is built)."""
+    global _native_record_types
+    if record_type not in _native_record_types:
+        _native_record_types = (*_native_record_types, record_type)
+
 
 @dataclass(slots=True)
-class Record:
+class Record(metaclass=_RecordType):
     tr_id: str
     venue: str
     symbol: str

@@ -31,6 +31,8 @@ pub struct RecordLayout {
     width: usize,
     /// In the Python converter's key order: strings, longs, doubles, times, dates.
     columns: Vec<Column>,
+    /// Columns the layout lacks (None in every record), after `columns` in key order.
+    missing: Vec<Py<PyString>>,
     /// Every column (then the missing ones) -> None: copied for each record.
     template: Py<PyDict>,
 }
@@ -52,11 +54,50 @@ fn set_item(
     }
 }
 
+#[derive(Clone, Copy)]
 pub enum Value<'a> {
     Null,
     Text(&'a str),
     Long(i64),
     Double(f64),
+}
+
+/// A typed value kept in Rust (a `Value` whose text is a range of its frame's payload):
+/// what a lazily materialised record holds instead of one Python object per field.
+#[derive(Clone, Copy)]
+pub enum Stored {
+    Null,
+    Text { start: u32, len: u32 },
+    Long(i64),
+    Double(f64),
+}
+
+impl Stored {
+    /// `value` with its text (which must lie within `base`) as a range of `base`.
+    pub fn of(value: &Value<'_>, base: &str) -> Stored {
+        match *value {
+            Value::Null => Stored::Null,
+            Value::Text(t) => Stored::Text {
+                start: (t.as_ptr() as usize - base.as_ptr() as usize) as u32,
+                len: t.len() as u32,
+            },
+            Value::Long(n) => Stored::Long(n),
+            Value::Double(x) => Stored::Double(x),
+        }
+    }
+
+    /// The value again, its text read from `base` (the payload it was typed from).
+    pub fn value<'a>(&self, base: &'a str) -> Value<'a> {
+        match *self {
+            Stored::Null => Value::Null,
+            Stored::Text { start, len } => {
+                let (start, end) = (start as usize, start as usize + len as usize);
+                Value::Text(&base[start..end])
+            }
+            Stored::Long(n) => Value::Long(n),
+            Stored::Double(x) => Value::Double(x),
+        }
+    }
 }
 
 fn is_null(text: &str) -> bool {
@@ -239,12 +280,13 @@ impl RecordLayout {
         for column in &out {
             template.set_item(column.key.bind(py), py.None())?;
         }
-        for key in missing {
+        for key in &missing {
             template.set_item(key, py.None())?;
         }
         Ok(RecordLayout {
             width,
             columns: out,
+            missing: missing.into_iter().map(Bound::unbind).collect(),
             template: template.unbind(),
         })
     }
@@ -262,6 +304,16 @@ impl RecordLayout {
 
     pub fn is_string_column(&self, index: usize) -> bool {
         self.columns[index].ftype == FieldType::String
+    }
+
+    /// The key of column `index` (in the dict's key order).
+    pub fn column_key(&self, index: usize) -> &Py<PyString> {
+        &self.columns[index].key
+    }
+
+    /// The columns every record of this layout lacks (None), after the typed ones.
+    pub fn missing_keys(&self) -> &[Py<PyString>] {
+        &self.missing
     }
 
     /// Split `text` into `count` records of this width and type every mapped field; None
@@ -296,30 +348,24 @@ impl RecordLayout {
         Some(values)
     }
 
-    /// The dict of one record from its typed values (`values` in column order).
-    /// `objects` receives the Python object made for each value (None for nulls).
-    pub fn record_dict<'py>(
+    /// The dict of one record from its typed values (in column order): the same keys, key
+    /// order and values as the Python converter.
+    pub fn record_dict<'py, 'a>(
         &self,
         py: Python<'py>,
-        values: &[Value<'_>],
-        objects: &mut Vec<Option<Bound<'py, PyAny>>>,
+        values: impl Iterator<Item = Value<'a>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         // The dict starts as a copy of the template (every key -> None, in order), so
         // setting the typed values never resizes it; null values stay as copied.
         let dict = self.template.bind(py).copy()?;
-        objects.clear();
         for (column, value) in self.columns.iter().zip(values) {
             let object: Bound<'py, PyAny> = match value {
-                Value::Null => {
-                    objects.push(None);
-                    continue;
-                }
+                Value::Null => continue,
                 Value::Text(t) => PyString::new(py, t).into_any(),
                 Value::Long(n) => n.into_pyobject(py)?.into_any(),
-                Value::Double(x) => PyFloat::new(py, *x).into_any(),
+                Value::Double(x) => PyFloat::new(py, x).into_any(),
             };
             set_item(&dict, column.key.bind(py), &object)?;
-            objects.push(Some(object));
         }
         Ok(dict)
     }
@@ -364,10 +410,9 @@ impl RecordLayout {
         };
         let records = PyList::empty(py);
         let per_record = self.columns.len();
-        let mut objects = Vec::with_capacity(per_record);
         for r in 0..count {
             let chunk = &values[r * per_record..(r + 1) * per_record];
-            records.append(self.record_dict(py, chunk, &mut objects)?)?;
+            records.append(self.record_dict(py, chunk.iter().copied())?)?;
         }
         Ok(Some(records))
     }

@@ -4,12 +4,20 @@
 //! Type rules follow the Python encoder: only an exact `int` for int/long, `float` or `int`
 //! for double, exact `str`/`bytes`; anything else raises TypeError with the same message,
 //! a long outside 64 bits raises ValueError, a missing key KeyError.
+//!
+//! A `kis_native.Record` whose `fields` dict nobody has built is written straight from its
+//! typed values in Rust (no dict, no Python object per value); the bytes are the same as
+//! through the dict, and anything unexpected (a key order other than the schema's, a type
+//! the schema does not take) goes the general way, which gives the same bytes or error.
 
 use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-#[derive(Clone, Copy)]
+use crate::decode::Value;
+use crate::record::NativeRecord;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Long,
     Double,
@@ -18,10 +26,43 @@ enum Kind {
     StringArray,
 }
 
+/// Which attribute of a record an envelope field reads.
+#[derive(Clone, Copy)]
+enum Attr {
+    TrId,
+    Venue,
+    Symbol,
+    EventTime,
+    ReceivedAt,
+    Session,
+    Seq,
+    Index,
+    Extra,
+    Other,
+}
+
+impl Attr {
+    fn named(name: &str) -> Attr {
+        match name {
+            "tr_id" => Attr::TrId,
+            "venue" => Attr::Venue,
+            "symbol" => Attr::Symbol,
+            "event_time" => Attr::EventTime,
+            "received_at" => Attr::ReceivedAt,
+            "session" => Attr::Session,
+            "seq" => Attr::Seq,
+            "index" => Attr::Index,
+            "extra" => Attr::Extra,
+            _ => Attr::Other,
+        }
+    }
+}
+
 struct Field {
     /// Record attribute (envelope of a `Record`) or key of the datum / `record.fields`.
     name: Py<PyString>,
     from_attr: bool,
+    attr: Attr,
     kind: Kind,
     nullable: bool,
 }
@@ -72,6 +113,35 @@ fn struct_error(py: Python<'_>) -> PyErr {
 
 fn expected(what: &str, value: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("expected {what}, got {}", type_name(value)))
+}
+
+/// A value a native record holds, if `kind`/`nullable` takes it as the Python encoder
+/// would take its Python object; false (nothing written) otherwise.
+#[inline]
+fn write_typed(out: &mut Vec<u8>, kind: Kind, nullable: bool, value: Value<'_>) -> bool {
+    match (value, kind) {
+        (Value::Null, _) if nullable => out.push(0),
+        (Value::Text(text), Kind::String) => {
+            if nullable {
+                out.push(2);
+            }
+            put_str(out, text);
+        }
+        (Value::Long(n), Kind::Long) => {
+            if nullable {
+                out.push(2);
+            }
+            put_long(out, n);
+        }
+        (Value::Double(x), Kind::Double) => {
+            if nullable {
+                out.push(2);
+            }
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        _ => return false,
+    }
+    true
 }
 
 fn write_value(
@@ -189,6 +259,7 @@ impl Encoder {
                 }
             };
             out.push(Field {
+                attr: Attr::named(&name),
                 name: PyString::intern(py, &name).unbind(),
                 from_attr: from_attr && from_record,
                 kind,
@@ -209,6 +280,17 @@ impl Encoder {
         py: Python<'py>,
         obj: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        if self.from_record
+            && let Ok(record) = obj.cast::<NativeRecord>()
+            && !record.get().fields_built(py)
+        {
+            let mut out: Vec<u8> =
+                Vec::with_capacity(self.header.len() + 8 * self.fields.len());
+            out.extend_from_slice(&self.header);
+            if self.write_native(py, record.get(), &mut out)? {
+                return Ok(PyBytes::new(py, &out));
+            }
+        }
         let data = if self.from_record {
             obj.getattr(self.fields_attr.bind(py))?
         } else {
@@ -255,5 +337,68 @@ impl Encoder {
             write_value(&mut out, field.kind, field.nullable, &value)?;
         }
         Ok(PyBytes::new(py, &out))
+    }
+}
+
+impl Encoder {
+    /// The body of a native record from its Rust values; false when the schema and the
+    /// record do not line up plainly (then the caller takes the general path).
+    fn write_native(
+        &self,
+        py: Python<'_>,
+        record: &NativeRecord,
+        out: &mut Vec<u8>,
+    ) -> PyResult<bool> {
+        let shape = &record.shape;
+        let layout = &shape.layout;
+        let values = record.values();
+        let missing = layout.missing_keys();
+        let columns = values.len();
+        // The record's keys (columns, then missing ones) in order, as the dict would hold
+        // them: matched against the schema's names by identity (both are interned).
+        let mut next = 0usize;
+        for field in &self.fields {
+            let written = if field.from_attr {
+                let value = match field.attr {
+                    Attr::TrId => Value::Text(&shape.canonical_text),
+                    Attr::Venue => Value::Text(&shape.venue_text),
+                    Attr::Symbol => Value::Text(record.symbol_text()),
+                    Attr::EventTime => record.event_time.map_or(Value::Null, Value::Long),
+                    Attr::Index => Value::Long(record.index as i64),
+                    Attr::Extra => Value::Null,
+                    Attr::ReceivedAt | Attr::Session | Attr::Seq => {
+                        let frame = &record.frame;
+                        let object = match field.attr {
+                            Attr::ReceivedAt => &frame.received_at,
+                            Attr::Session => &frame.session,
+                            _ => &frame.seq,
+                        };
+                        write_value(out, field.kind, field.nullable, object.bind(py))?;
+                        continue;
+                    }
+                    Attr::Other => return Ok(false),
+                };
+                write_typed(out, field.kind, field.nullable, value)
+            } else {
+                let name = field.name.as_ptr();
+                let value = if next < columns {
+                    if layout.column_key(next).as_ptr() != name {
+                        return Ok(false);
+                    }
+                    record.value(&values[next])
+                } else {
+                    match missing.get(next - columns) {
+                        Some(key) if key.as_ptr() == name => Value::Null,
+                        _ => return Ok(false),
+                    }
+                };
+                next += 1;
+                write_typed(out, field.kind, field.nullable, value)
+            };
+            if !written {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }

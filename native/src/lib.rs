@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod decode;
 mod encode;
 mod frame;
+mod record;
 
 #[pymodule]
 fn kis_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -18,5 +19,6 @@ fn kis_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decode::RecordLayout>()?;
     m.add_class::<encode::Encoder>()?;
     m.add_class::<frame::FrameCore>()?;
+    m.add_class::<record::NativeRecord>()?;
     Ok(())
 }

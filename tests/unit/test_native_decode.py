@@ -3,9 +3,12 @@
 Every frame is decoded twice, by a decoder using kis_native and by one built with
 KIS_STREAM_PURE_PYTHON=1, and the outcomes must be identical to the byte: the same
 records (same values, value types, key order, -0.0 vs 0.0; compared through ``repr``) or
-the same DecodeError reason, and the same drift/error counters. Inputs: the golden real
-frames, hypothesis-generated valid and hostile payloads for every TR, and the fuzz corpus
-of tests/unit/test_fuzz_decoder.py.
+the same DecodeError reason, and the same drift/error counters. The native records keep
+their values in Rust and build ``fields`` on first access, so each comparison first
+Avro-encodes them untouched (the encoder reads the Rust values) and checks the bytes
+against the pure-Python records through the pure-Python encoder, and only then reads
+``fields``. Inputs: the golden real frames, hypothesis-generated valid and hostile
+payloads for every TR, and the fuzz corpus of tests/unit/test_fuzz_decoder.py.
 
 In CI the extension must be present: these tests fail when it is missing, unless
 KIS_STREAM_PURE_PYTHON=1 says the run is pure Python on purpose (then they are skipped).
@@ -13,9 +16,12 @@ KIS_STREAM_PURE_PYTHON=1 says the run is pure Python on purpose (then they are s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import random
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from producer.avro import RawEncoder
 from producer.catalogue import TrSpec, load_catalogue
 from producer.frames import FrameDecoder, encrypt_payload, format_record
 from producer.native import (
@@ -64,9 +71,32 @@ def _outcome(result: list[Record] | DecodeError) -> str:
     return repr([(r, list(r.fields.items())) for r in result])
 
 
+@cache
+def _encoders() -> tuple[RawEncoder, RawEncoder]:
+    """(native, pure-Python) encoders of every raw schema."""
+    ids = {spec.tr_id: 5 for spec in CATALOGUE}
+    native = RawEncoder(ids)
+    with pure_python():
+        return native, RawEncoder(ids)
+
+
+def _encoded(encode: Callable[[Record], bytes], records: list[Record]) -> list[Any]:
+    out: list[Any] = []
+    for record in records:
+        try:
+            out.append(encode(record))
+        except Exception as exc:  # a record the schema cannot take: the same class either way
+            out.append(type(exc))
+    return out
+
+
 def _assert_same(native: FrameDecoder, pure: FrameDecoder, frame: str | bytes, seq: int) -> str:
     a = native.decode(frame, received_at=seq, session="s", seq=seq)
     b = pure.decode(frame, received_at=seq, session="s", seq=seq)
+    if isinstance(a, list) and isinstance(b, list):
+        # Before anything reads `fields`: the native encoder writes the Rust values.
+        native_encoder, pure_encoder = _encoders()
+        assert _encoded(native_encoder.encode, a) == _encoded(pure_encoder.encode, b), frame
     assert _outcome(a) == _outcome(b), frame
     return "ok" if isinstance(a, list) else a.reason.split(":", 1)[0]
 
@@ -222,3 +252,85 @@ def test_business_date_is_called_as_often_either_way() -> None:
     a = native.decode(frames[0], received_at=1)
     assert isinstance(a, DecodeError) and a.reason == "internal: RuntimeError: calendar down"
     assert _outcome(a) == _outcome(pure.decode(frames[0], received_at=1))
+
+
+# --- the lazily built `fields` of kis_native.Record ----------------------------------------
+
+
+def _native_records(frame: str) -> list[Record]:
+    native, _ = _decoders()
+    records = native.decode(frame, received_at=11, session="s", seq=2)
+    assert isinstance(records, list), records
+    assert all(type(r).__module__ == "kis_native" for r in records)
+    return records
+
+
+def _clean_frame(tr_id: str, count: int = 2) -> str:
+    spec = CATALOGUE[tr_id]
+    values = {
+        f.column: {"string": "005930", "long": -42, "double": 1.5, "time": 3_600_000, "date": 1}[
+            f.type
+        ]
+        for f in spec.fields
+    }
+    values[spec.fields[-1].column] = None  # an empty field: None in `fields`, null in Avro
+    return f"0|{tr_id}|{count:03d}|" + "^".join(format_record(spec, values) * count)
+
+
+def test_plain_and_encrypted_frames_give_native_records() -> None:
+    """Not vacuous: the common frames (and decrypted notices) take the lazy path."""
+    _native_records(_clean_frame("H0STCNT0"))
+    plain = _clean_frame("H0STCNI0", 1).split("|", 3)[3]
+    _native_records(f"1|H0STCNI0|001|{encrypt_payload(plain, KEY, IV)}")
+
+
+@pytest.mark.parametrize("spec", list(CATALOGUE), ids=lambda s: s.tr_id)
+def test_encoding_is_the_same_with_or_without_fields_built(spec: TrSpec) -> None:
+    frame = _clean_frame(spec.tr_id)
+    native_encoder, pure_encoder = _encoders()
+    untouched, touched = _native_records(frame), _native_records(frame)
+    for record in touched:
+        assert record.fields  # built (the encoder then reads the dict)
+    _, pure = _decoders()
+    reference = pure.decode(frame, received_at=11, session="s", seq=2)
+    assert isinstance(reference, list)
+    expected = _encoded(pure_encoder.encode, reference)
+    assert _encoded(native_encoder.encode, untouched) == expected
+    assert _encoded(native_encoder.encode, touched) == expected
+    assert untouched == touched == reference and reference == untouched
+
+
+def test_fields_is_built_once_and_a_changed_dict_is_what_gets_encoded() -> None:
+    record = _native_records(_clean_frame("H0STCNT0", 1))[0]
+    fields = record.fields
+    assert record.fields is fields and fields["stck_prpr"] == -42
+    native_encoder, pure_encoder = _encoders()
+    fields["stck_prpr"] = 62_700
+    copy = Record(**{f.name: getattr(record, f.name) for f in dataclasses.fields(Record)})
+    assert native_encoder.encode(record) == pure_encoder.encode(copy)
+    assert copy.fields["stck_prpr"] == 62_700
+    fields["stck_prpr"] = "not a number"
+    with pytest.raises(TypeError):
+        native_encoder.encode(record)
+
+
+def test_native_record_keeps_the_record_contract() -> None:
+    frame = _clean_frame("H0STASP0")
+    records = _native_records(frame)
+    _, pure = _decoders()
+    reference = pure.decode(frame, received_at=11, session="s", seq=2)
+    assert isinstance(reference, list)
+    for record, expected in zip(records, reference, strict=True):
+        assert isinstance(record, Record)
+        for f in dataclasses.fields(Record):
+            assert getattr(record, f.name) == getattr(expected, f.name), f.name
+        assert repr(record) == repr(expected)
+        assert record == expected and expected == record and (record != expected) is False
+    assert records[0] != records[1] and records[0] != reference[1]
+    assert records[0] != "Record" and (records[0] == 1) is False
+    changed = dataclasses.replace(reference[0], seq=3)
+    assert records[0] != changed and changed != records[0]
+    with pytest.raises(TypeError):
+        hash(records[0])  # like the (mutable) dataclass
+    with pytest.raises(AttributeError):
+        records[0].symbol = "000660"
