@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from processors.faust_speed import ends_batch
 from processors.inputs import Trade, trade_from
 from processors.topology import BARS_LATE_OUT, BARS_OUT
+from processors.writeback import WriteBack
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -263,7 +265,8 @@ def register(p: Processors) -> None:
     inputs = p.topology.inputs("bars")
     (clock_name,) = p.topology.helpers("bars")
     table = app.Table("bars", default=None, partitions=partitions)
-    ledger = BarLedger(table, int(settings.bar_horizon * 1000))
+    store = WriteBack(table)  # one changelog write per key and batch (processors/writeback.py)
+    ledger = BarLedger(store, int(settings.bar_horizon * 1000))
     out, late_out = p.output(BARS_OUT), p.output(BARS_LATE_OUT)
     clock = p.internal(clock_name, partitions)
     # Keys with an open bar, by partition: what the grace timer walks (rebuilt on recovery).
@@ -280,26 +283,31 @@ def register(p: Processors) -> None:
             message = event.message
             if message.topic == clock_name:
                 await close_quiet(message.partition, event.value)
-                continue
-            stats.inc("consumed")
-            record = p.decode("bars", event.value)
-            if record is None:
-                continue
-            tick = trade_from(record)
-            if isinstance(tick, str):
-                stats.skip(tick, record.get("symbol"))
-                continue
-            outcome = ledger.on_tick(
-                tick, offset=message.offset, partition=message.partition, wall=time.time()
-            )
-            if outcome.replayed:
-                stats.inc("replayed")
-                continue
-            open_keys[message.partition].add(f"{tick.symbol}|{tick.venue}")
-            await publish(outcome.bars)
-            if outcome.late is not None:
-                stats.inc("too late")
-                await late_out.send(key=f"{tick.symbol}|{tick.venue}", value=outcome.late)
+            else:
+                await on_trade(message, event.value)
+            if ends_batch(event):  # before the batch is acknowledged
+                store.flush()
+
+    async def on_trade(message: Any, value: Any) -> None:
+        stats.inc("consumed")
+        record = p.decode("bars", value)
+        if record is None:
+            return
+        tick = trade_from(record)
+        if isinstance(tick, str):
+            stats.skip(tick, record.get("symbol"))
+            return
+        outcome = ledger.on_tick(
+            tick, offset=message.offset, partition=message.partition, wall=time.time()
+        )
+        if outcome.replayed:
+            stats.inc("replayed")
+            return
+        open_keys[message.partition].add(f"{tick.symbol}|{tick.venue}")
+        await publish(outcome.bars)
+        if outcome.late is not None:
+            stats.inc("too late")
+            await late_out.send(key=f"{tick.symbol}|{tick.venue}", value=outcome.late)
 
     async def close_quiet(partition: int, payload: Any) -> None:
         try:

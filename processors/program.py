@@ -25,7 +25,9 @@ import faust
 import orjson
 
 from kis_stream import topics
+from processors.faust_speed import ends_batch
 from processors.inputs import ProgramUpdate, program_from
+from processors.writeback import WriteBack
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -244,7 +246,9 @@ def register(p: Processors) -> None:
     (by_venue_name,) = p.topology.helpers("program")
     symbols_table = app.Table("program_symbols", default=None, partitions=partitions)
     market_table = app.Table("program_market", default=None, partitions=partitions)
-    symbols, market = SymbolLedger(symbols_table), MarketLedger(market_table)
+    # One changelog write per key and batch of inputs (processors/writeback.py).
+    symbols_store, market_store = WriteBack(symbols_table), WriteBack(market_table)
+    symbols, market = SymbolLedger(symbols_store), MarketLedger(market_store)
     out = p.output(topics.PROGRAM_NETBUY)
     by_venue = p.internal(by_venue_name, partitions)
 
@@ -257,34 +261,43 @@ def register(p: Processors) -> None:
     @app.agent(p.raw_input(*inputs), name="program", concurrency=1)
     async def program(stream: faust.StreamT[bytes]) -> None:
         async for event in p.events(stream):
-            stats.inc("consumed")
-            record = p.decode("program", event.value)
-            if record is None:
-                continue
-            update = program_from(record)
-            if isinstance(update, str):
-                stats.skip(update, record.get("symbol"))
-                continue
-            message = event.message
-            outcome = symbols.on_update(update, offset=message.offset, partition=message.partition)
-            if outcome.record is None:
-                stats.inc(f"not published: {outcome.reason}")
-                continue
-            await forward(outcome.record, message.offset)
+            await on_update(event.message, event.value)
+            if ends_batch(event):  # before the batch is acknowledged
+                symbols_store.flush()
+
+    async def on_update(message: Any, value: Any) -> None:
+        stats.inc("consumed")
+        record = p.decode("program", value)
+        if record is None:
+            return
+        update = program_from(record)
+        if isinstance(update, str):
+            stats.skip(update, record.get("symbol"))
+            return
+        outcome = symbols.on_update(update, offset=message.offset, partition=message.partition)
+        if outcome.record is None:
+            stats.inc(f"not published: {outcome.reason}")
+            return
+        await forward(outcome.record, message.offset)
 
     @app.agent(p.raw_input(by_venue_name), name="program_market", concurrency=1)
     async def program_market(stream: faust.StreamT[bytes]) -> None:
         async for event in p.events(stream):
-            try:
-                message = orjson.loads(event.value)
-                record, src = message["record"], int(message["src"])
-                total = market.on_symbol(record, src=src, partition=event.message.partition)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                stats.skip("bad venue message", exc)
-                continue
-            if total is not None:
-                await out.send(key=f"{MARKET}|{total['venue']}", value=total)
-                stats.inc("published totals")
+            await on_symbol(event.message, event.value)
+            if ends_batch(event):  # before the batch is acknowledged
+                market_store.flush()
+
+    async def on_symbol(message: Any, value: Any) -> None:
+        try:
+            body = orjson.loads(value)
+            record, src = body["record"], int(body["src"])
+            total = market.on_symbol(record, src=src, partition=message.partition)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            stats.skip("bad venue message", exc)
+            return
+        if total is not None:
+            await out.send(key=f"{MARKET}|{total['venue']}", value=total)
+            stats.inc("published totals")
 
     @symbols_table.on_recover
     async def resend_symbols() -> None:
