@@ -136,14 +136,28 @@ def _end_offsets(bootstrap: str, prefix: str) -> tuple[int, int]:
 def measure_latency(
     rate: float, seconds: float, warmup: float, bootstrap: str, registry: str, linger_ms: float
 ) -> dict[str, Any]:
-    """One in-process producer at `rate` records/s: acked rate and exact latency percentiles."""
+    """One in-process producer at `rate` records/s: acked rate and exact latency percentiles,
+    with where the time goes: receive -> the pipeline picks the frame up (every frame), and
+    librdkafka's own per-second figures for produce -> request sent (linger, queueing) and
+    request -> broker response (round trip)."""
     from producer.service import ProducerService, tune_gc
 
     latencies: list[float] = []
+    pickups: list[float] = []
+    stats: list[tuple[float, str]] = []
+
+    def picked(received_at: int) -> None:
+        pickups.append(time.time() - received_at * 1e-6)
+
+    def librdkafka_stats(text: str) -> None:
+        stats.append((time.monotonic(), text))
+
     with _simulator(rate) as sim_url, tempfile.TemporaryDirectory() as spool:
         values = _settings_values(bootstrap, registry, sim_url, linger_ms)
         settings = load_settings(env_file=None, producer_spool_dir=Path(spool), **values)
-        service = ProducerService(settings, on_latency=latencies.append)
+        service = ProducerService(
+            settings, on_latency=latencies.append, on_stats=librdkafka_stats, on_pickup=picked
+        )
         service.start()
         tune_gc()  # as `kis-stream produce` does
         try:
@@ -156,14 +170,14 @@ def measure_latency(
                 time.monotonic(),
                 os.times(),
             )
-            del latencies[:]
+            del latencies[:], pickups[:]
             time.sleep(seconds)
             (rec1, fr1), t1, cpu1 = (
                 _end_offsets(bootstrap, settings.topic_prefix),
                 time.monotonic(),
                 os.times(),
             )
-            window = sorted(latencies)
+            window, picked_up = sorted(latencies), sorted(pickups)
             backlog = pipeline.backlog
         finally:
             service.stop()
@@ -182,9 +196,36 @@ def measure_latency(
             "max": round(window[-1] * 1000, 2) if window else None,
             "samples": len(window),
         },
+        "pickup_ms": {
+            "p50": round(_percentile(picked_up, 0.50) * 1000, 2),
+            "p99": round(_percentile(picked_up, 0.99) * 1000, 2),
+        },
+        "librdkafka_ms": _librdkafka_latency([text for at, text in stats if t0 <= at <= t1]),
         "producer_cpu_s_per_s": round(cpu_rate, 2),
         **_cpu_figures(cpu_rate, (rec1 - rec0) / elapsed),
         "backlog_frames_at_end": backlog,
+    }
+
+
+def _librdkafka_latency(windows: list[str]) -> dict[str, Any]:
+    """Per-second p99s from librdkafka's statistics of the broker connection, as the median
+    and the worst second: `queue` = produce() to request sent (linger, batching, waiting for
+    an in-flight slot), `rtt` = request sent to broker response."""
+    queue, rtt = [], []
+    for text in windows:
+        for broker in json.loads(text).get("brokers", {}).values():
+            if broker.get("nodeid", -1) < 0 or not broker.get("rtt", {}).get("cnt"):
+                continue  # the bootstrap entry, or an idle second
+            queue.append(broker["int_latency"]["p99"] / 1000)
+            rtt.append(broker["rtt"]["p99"] / 1000)
+    queue.sort()
+    rtt.sort()
+    return {
+        "queue_p99_median": round(_percentile(queue, 0.5), 2),
+        "queue_p99_worst": round(queue[-1], 2) if queue else None,
+        "rtt_p99_median": round(_percentile(rtt, 0.5), 2),
+        "rtt_p99_worst": round(rtt[-1], 2) if rtt else None,
+        "seconds": len(rtt),
     }
 
 
@@ -453,9 +494,13 @@ def bench_produce(
             f"({r['producer_cpu_us_per_record']} us/record), load average {r['load_avg_1m']}"
         )
         if "latency_ms" in r:
-            lat = r["latency_ms"]
+            lat, pick, rdk = r["latency_ms"], r["pickup_ms"], r["librdkafka_ms"]
             line += (
                 f", receive-to-ack p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+                f" (receive -> pipeline p99 {pick['p99']} ms; librdkafka per-second p99,"
+                f" median/worst: produce -> sent {rdk['queue_p99_median']}/"
+                f"{rdk['queue_p99_worst']} ms, broker round trip {rdk['rtt_p99_median']}/"
+                f"{rdk['rtt_p99_worst']} ms)"
             )
         click.echo(line)
 

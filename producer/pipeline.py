@@ -60,6 +60,7 @@ class Pipeline:
         recorder: FrameRecorder | None = None,
         decoder_factory: Callable[[], FrameDecoder] | None = None,
         max_backlog: int = 20_000,
+        on_pickup: Callable[[int], None] | None = None,
     ) -> None:
         self._sink = sink
         self._codec = codec
@@ -71,6 +72,8 @@ class Pipeline:
         self._per_tr: dict[str | None, list[int]] = {}
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._max_backlog = max_backlog
+        self._on_pickup = on_pickup
+        """Called with each data frame's receive time as handling starts (benchmarks)."""
         self._room = threading.Event()
         self._room.set()
         self._thread = threading.Thread(target=self._run, name="kis-pipeline", daemon=True)
@@ -161,6 +164,8 @@ class Pipeline:
     # --- the work ---
     def handle_frame(self, item: FrameItem) -> None:
         conn_id, seq, received_at, raw = item
+        if self._on_pickup is not None:
+            self._on_pickup(received_at)
         self.counts.frames += 1
         if self._recorder is not None:
             self._recorder.write(received_at, raw)

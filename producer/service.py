@@ -170,9 +170,16 @@ class ProducerService:
         catalogue: Catalogue | None = None,
         connect: Connect = websocket_connect,
         on_latency: Callable[[float], None] | None = None,
+        on_stats: Callable[[str], None] | None = None,
+        on_pickup: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_latency`, `on_stats`, `on_pickup`: measurement hooks for `bench produce` (each
+        message's receive-to-ack seconds; librdkafka's statistics JSON; each data frame's
+        receive time as the pipeline picks it up)."""
         self.settings = settings
         self._on_latency = on_latency
+        self._on_stats = on_stats
+        self._on_pickup = on_pickup
         self.catalogue = catalogue or load_catalogue()
         self.topics = TopicNames(settings.topic_prefix)
         self.metrics = ProducerMetrics()
@@ -245,6 +252,7 @@ class ProducerService:
             self.metrics,
             rejected_path=spool_dir / "rejected.jsonl",
             on_latency=self._on_latency,
+            on_stats=self._on_stats,
         )
         if self.record_file is not None:
             self.recorder = FrameRecorder(self.record_file)
@@ -255,6 +263,7 @@ class ProducerService:
             catalogue=self.catalogue,
             recorder=self.recorder,
             max_backlog=settings.producer_backlog_frames,
+            on_pickup=self._on_pickup,
         )
         self.pipeline.start()
         if settings.metrics_port:

@@ -76,7 +76,10 @@ class KafkaSink:
         *,
         rejected_path: Path | None = None,
         on_latency: Callable[[float], None] | None = None,
+        on_stats: Callable[[str], None] | None = None,
     ) -> None:
+        if on_stats is not None:  # librdkafka's JSON statistics every second (benchmarks)
+            config = {**config, "statistics.interval.ms": 1000, "stats_cb": on_stats}
         self._producer = Producer(
             config, logger=logging.getLogger("librdkafka"), error_cb=self._on_error
         )
