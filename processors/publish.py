@@ -7,7 +7,9 @@ docs/benchmarks.md). The records here are already bytes once our Avro encoder ha
 `Output.send` appends them to the accumulator of the aiokafka producer Faust itself uses,
 with aiokafka's own key-hash partitioning (murmur2, computed once per key): Faust's and
 aiokafka's `send` wrappers (metadata wait, partition lookup and pure-Python murmur2 per
-record) cost more than the append itself.
+record) cost more than the append itself. A record that fits the partition's open batch goes
+into it directly, and that batch's delivery is watched once instead of through a future per
+record. (aiokafka is pinned: this uses its accumulator's internals, tests/unit/test_publish.py.)
 
 Delivery stays at-least-once: before Faust commits offsets it flushes this same producer, so
 every record sent for an input is in Kafka before that input's offset is committed. A record
@@ -56,6 +58,8 @@ class Output:
         self._tps: dict[bytes, TopicPartition] = {}
         """Partition per key (the topic's partition count does not change while running)."""
         self._explicit: dict[int, TopicPartition] = {}
+        self._watched: dict[TopicPartition, Any] = {}
+        """Per partition, the last aiokafka batch whose delivery is watched."""
 
     async def send(self, *, key: str | bytes, value: Any, partition: int | None = None) -> None:
         """Queue one record in the producer (it is in Kafka before the next offset commit)."""
@@ -72,7 +76,20 @@ class Output:
             tp = self._explicit.get(partition)
             if tp is None:
                 tp = self._explicit[partition] = TopicPartition(self.name, partition)
-        future = await kafka._message_accumulator.add_message(
+        accumulator = kafka._message_accumulator
+        pending = accumulator._batches.get(tp)
+        if pending and not accumulator._closed and accumulator._exception is None:
+            # The partition's open batch takes the record: no future per record (aiokafka
+            # makes and resolves one per message); the batch's own future is watched.
+            batch = pending[-1]
+            added = batch._builder.append(timestamp=None, key=key_bytes, value=data, headers=[])
+            if added is not None:
+                self.sent += 1
+                if self._watched.get(tp) is not batch:
+                    self._watched[tp] = batch
+                    batch.future.add_done_callback(self._delivered)
+                return
+        future = await accumulator.add_message(  # a new batch (or wait for room)
             tp, key_bytes, data, self._timeout, timestamp_ms=None, headers=_NO_HEADERS
         )
         self.sent += 1
