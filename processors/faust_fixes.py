@@ -1,37 +1,45 @@
 """Fixes for faust-streaming 0.15.3 (pinned), and what Faust does not tell its agents.
 
-1. Records lost after a seek during a rebalance (below).
-2. Records fetched between an assignment and Faust's seek to the committed offsets were
-   delivered (a replay from wherever the consumer stood): held back until that seek, which
-   now also seeks partitions committed at offset 0 (aiokafka skips those: records dropped
-   as stale were then lost).
-   Acknowledgements left below a seek target slowed commits down (`forget_acks_below`).
-3. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
+The invariant they keep: after an assignment a worker reads each input partition from the
+group's committed offset, and never commits an offset unless every record before it was
+processed by every agent reading it (issue 6: two workers lost the first inputs of a
+partition around a rebalance). What broke it, and the fix for each:
+
+1. Skipped events acknowledged (`ack`): Faust's stream acknowledges the events it skips
+   instead of handing them to the agent (dequeued while the flow is stopped for a rebalance,
+   or fetched in an older generation). Their offsets counted as done. Ignored here: they are
+   read again after the seek that follows every rebalance.
+2. Commits past unprocessed records (`_new_offset`): Faust commits the first run of
+   acknowledged offsets even when one offset before it is not acknowledged, and checks
+   nothing while the committed offset is 0 or after a revocation (faust-streaming #606).
+   Here a run is committed only if it starts where the partition was sought to (the group's
+   committed offset) or where the previous run ended.
+3. Records fetched before a seek delivered after it (`getmany`): the consumer thread can
+   fetch a batch just before Faust seeks a partition to its committed offset, and the drain
+   loop only gets to it after the seek: stale records, and the re-read ones then dropped as
+   "already read" and committed past. Stream partitions are held back from an assignment to
+   the seek; every one is sought explicitly (aiokafka skips offset 0 and does not tell);
+   a batch whose partition was sought since before its fetch is dropped, and the partition
+   sought to that target again (the batch may have been fetched after the seek).
+4. Head gaps (`first_read`): the first record read after a seek must be the committed
+   offset; if it is not, the partition is read again from there once, and the gap counted
+   (`head_gaps`, shown with the agents' offset gaps by the `/kis/` view).
+5. Acknowledgements left below a seek target slowed commits down (`forget_acks_below`).
+6. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
 
-Records lost after a seek during a rebalance:
-
-Faust's consumer drains each fetched batch in a loop that records, per partition, the
-offset it has read (`_read_offset`) and later drops any record below it. When a partition
-is sought back (Faust's own seek to the committed offsets after a rebalance, or ours), the
-rest of a batch fetched *before* the seek keeps being drained and pushes `_read_offset`
-past the seek target again; the records read again from the target are then dropped as
-"already read" and never reach the agents, and later commits skip them. Seen in
-tests/e2e/test_processors.py on a worker restarted after SIGKILL and on a second worker
-joining (records missing from every derived stream).
-
-The fix: count seeks per partition; a batch stops delivering a partition's records once
-that partition has been sought since the batch was fetched (aiokafka has already dropped
-its buffer and moved the position to the target, so they are fetched again in order).
+Each rebalance logs one line: the committed offsets the stream partitions were sought to
+and aiokafka's fetch position then; the rest (revocations, re-reads) at debug level.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.tables.manager import TableManager
@@ -41,6 +49,41 @@ from faust.types import TP
 _APPLIED = "_kis_stream_seek_fix"
 _COMMITTED = "_kis_committed"
 _SOUGHT = "_kis_sought"
+_BASE = "_kis_base"
+_FIRST = "_kis_first"
+_HEAD_GAPS = "_kis_head_gaps"
+
+log = logging.getLogger(__name__)
+
+
+def head_gaps(app: faust.App) -> int:
+    """Times this worker found records missing at the head of a partition (should stay 0).
+
+    Counted when the first record read after a seek lies above the group's committed offset,
+    when a commit would skip offsets never acknowledged since then, and when Faust treats
+    skipped offsets as done (its gap filling).
+    """
+    consumer = app.__dict__.get("_consumer")  # (not created here if there is none yet)
+    return int(consumer.__dict__.get(_HEAD_GAPS, 0)) if consumer is not None else 0
+
+
+def _head_gap(consumer: Any, message: str, *args: Any) -> None:
+    consumer.__dict__[_HEAD_GAPS] = consumer.__dict__.get(_HEAD_GAPS, 0) + 1
+    log.warning(message, *args)
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """aiokafka's fetch position of `tp` (diagnostics only; None if unknown)."""
+    try:
+        assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment
+        state = assignment.state_value(tp)
+        return int(state._position) if state is not None and state._position is not None else None
+    except Exception:  # diagnostics never break the consumer
+        return None
+
+
+def _show(offsets: Mapping[Any, Any]) -> str:
+    return " ".join(f"{tp.topic}[{tp.partition}]={v}" for tp, v in sorted(offsets.items()))
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:
@@ -78,6 +121,52 @@ def forget_acks_below(consumer: Any, targets: Mapping[Any, int | None]) -> None:
             consumer._acked_index[tp].difference_update(stale)
 
 
+def counters(consumer: Any) -> Counter[Any]:
+    """Seeks per partition ("*": every partition) since the consumer started."""
+    found: Counter[Any] = consumer.__dict__.setdefault("_kis_seeks", Counter())
+    return found
+
+
+def unsought(consumer: Any) -> set[Any]:
+    """Stream partitions assigned and not sought to their committed offsets yet."""
+    found: set[Any] = consumer.__dict__.setdefault("_kis_unsought", set())
+    return found
+
+
+def bases(consumer: Any) -> dict[Any, int]:
+    """Per stream partition: the offset up to which it is done (committed, or run handed
+    to a commit); the next run of acknowledged offsets must start there."""
+    found: dict[Any, int] = consumer.__dict__.setdefault(_BASE, {})
+    return found
+
+
+def targets_of(consumer: Any) -> dict[Any, int]:
+    """Per stream partition: where it was last sought to."""
+    found: dict[Any, int] = consumer.__dict__.setdefault("_kis_targets", {})
+    return found
+
+
+def firsts(consumer: Any) -> dict[Any, int]:
+    """Per stream partition: the first offset delivered since its last seek."""
+    found: dict[Any, int] = consumer.__dict__.setdefault(_FIRST, {})
+    return found
+
+
+def resume_at(consumer: Any, tp: Any, offset: int) -> None:
+    """Record that `tp` was sought to `offset`: reading and committing resume there."""
+    key = TP(tp.topic, tp.partition)
+    bases(consumer)[key] = offset
+    targets_of(consumer)[key] = offset
+    firsts(consumer).pop(key, None)
+
+
+def forget(consumer: Any, tp: Any) -> None:
+    """`tp` was revoked, or assigned and not sought yet: where it resumes is not known."""
+    key = TP(tp.topic, tp.partition)
+    bases(consumer).pop(key, None)
+    firsts(consumer).pop(key, None)
+
+
 def apply() -> None:
     """Patch faust's Consumer once per process (idempotent)."""
     cls: Any = faust_consumer.Consumer
@@ -88,18 +177,38 @@ def apply() -> None:
     original_getmany = cls.getmany
     original_on_commit = TableManager.on_commit
     original_assigned = cls.on_partitions_assigned
+    original_revoked = cls.on_partitions_revoked
+    original_new_offset = cls._new_offset
+    original_add_gap = cls._add_gap
+    original_ack = cls.ack
 
-    def counters(self: Any) -> Counter[Any]:
-        seeks: Counter[Any] | None = self.__dict__.get("_kis_seeks")
-        if seeks is None:
-            seeks = self.__dict__["_kis_seeks"] = Counter()
-        return seeks
+    def ack(self: Any, message: Any) -> bool:
+        # Faust's stream acknowledges the events it *skips* without handing them to an agent:
+        # dequeued while the flow is stopped for a rebalance, or fetched in an older
+        # generation. Not processed, they must not count as done (they are read again after
+        # the seek that follows every rebalance). See the module docstring.
+        app = self.app
+        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+            ignored = self.__dict__.setdefault("_kis_ignored", {})
+            low, high, n = ignored.get(message.tp, (message.offset, message.offset, 0))
+            ignored[message.tp] = (min(low, message.offset), max(high, message.offset), n + 1)
+            return False
+        return bool(original_ack(self, message))
 
-    def unsought(self: Any) -> set[Any]:
-        found: set[Any] | None = self.__dict__.get("_kis_unsought")
-        if found is None:
-            found = self.__dict__["_kis_unsought"] = set()
-        return found
+    async def on_partitions_revoked(self: Any, revoked: Any) -> None:
+        changelogs = set(self.app.tables.changelog_topics)
+        streams = [tp for tp in revoked if tp.topic not in changelogs]
+        committed = self.app.tables.__dict__.get(_COMMITTED, {})
+        if log.isEnabledFor(logging.DEBUG):
+            pending = {tp: f"{min(a)}..{max(a)}" for tp in streams if (a := self._acked.get(tp))}
+            log.debug(
+                "revoked: last commits %s; acknowledged, not committed: %s",
+                _show({tp: committed.get(tp) for tp in streams}),
+                _show(pending) or "none",
+            )
+        for tp in streams:
+            forget(self, tp)
+        await original_revoked(self, revoked)
 
     async def on_partitions_assigned(self: Any, assigned: Any, generation_id: int = 0) -> None:
         # Faust resumes the stream partitions, then seeks them to their committed offsets:
@@ -110,6 +219,9 @@ def apply() -> None:
         held = unsought(self)
         held.clear()
         held.update(tp for tp in assigned if tp.topic not in changelogs)
+        for tp in held:
+            forget(self, tp)
+        log.debug("assigned (generation %s): %s", generation_id, _show({tp: "" for tp in held}))
         await original_assigned(self, assigned, generation_id)
 
     async def seek(self: Any, partition: TP, offset: int) -> None:
@@ -117,6 +229,8 @@ def apply() -> None:
         await original_seek(self, partition, offset)
         unsought(self).discard(partition)
         forget_acks_below(self, {partition: offset})
+        if partition.topic not in self.app.tables.changelog_topics:
+            resume_at(self, partition, offset)
 
     async def perform_seek(self: Any) -> None:
         counters(self)["*"] += 1  # every partition
@@ -129,33 +243,131 @@ def apply() -> None:
             return found
 
         self.seek_to_committed = recording
+        changelogs = set(self.app.tables.changelog_topics)
         try:
             await original_perform_seek(self)
             # aiokafka's seek_to_committed does not seek a partition whose committed offset
             # is 0 (or unknown): it stays wherever fetching left it, past the records dropped
             # above as fetched before the seek, which were then never read (inputs lost in
             # tests/e2e/test_processors.py, `two`). Seek those to the start explicitly.
-            changelogs = set(self.app.tables.changelog_topics)
+            # Every stream partition is sought once more, explicitly: that marks a batch
+            # fetched before (in the consumer's thread) as stale however late the drain
+            # loop gets to it (see `getmany`); aiokafka's own seeks above do not.
             for tp, offset in targets.items():
-                if not offset and tp.topic not in changelogs:
-                    await seek(self, TP(tp.topic, tp.partition), 0)
+                if tp.topic not in changelogs:
+                    await seek(self, TP(tp.topic, tp.partition), offset or 0)
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
             unsought(self).clear()  # (even if the seek failed: never hold partitions back)
         sought = self.__dict__.setdefault(_SOUGHT, {})
         sought.update({tp: offset for tp, offset in targets.items() if offset is not None})
         forget_acks_below(self, targets)
+        streams = {tp: o for tp, o in targets.items() if tp.topic not in changelogs}
+        ignored = self.__dict__.pop("_kis_ignored", {})
+        if ignored:
+            log.info(
+                "acknowledgements of skipped events (offsets low..high: n): %s",
+                _show({tp: f"{lo}..{hi}: {n}" for tp, (lo, hi, n) in ignored.items()}),
+            )
+        log.info(
+            "sought to the group's committed offsets (-> fetch position): %s",
+            _show({tp: f"{o}->{_position(self, tp)}" for tp, o in streams.items()}),
+        )
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         seeks = counters(self)
         held = unsought(self)
-        snapshot: Counter[Any] | None = None
+        first = firsts(self)
+        changelogs = self.app.tables.changelog_topics
+        # Taken before the fetch: the consumer's thread may fetch a batch just before a
+        # seek that the drain loop only gets to after it. A stream partition sought since
+        # this point is stale in this batch: its records are dropped and it is sought to
+        # that target again (if the batch was fetched after the seek, aiokafka's position
+        # has moved past the dropped records).
+        snapshot = Counter(seeks)
+        resought: set[Any] = set()
+        read: dict[Any, int] = self.__dict__.setdefault("_kis_read", {})
         async for tp, message in original_getmany(self, timeout):
-            if snapshot is None:  # the batch is in hand: seeks from now on make it stale
-                snapshot = Counter(seeks)
-            if seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp] or tp in held:
-                continue
+            if tp.topic not in changelogs:
+                if tp in held:  # a seek is coming
+                    continue
+                if seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp]:
+                    if tp not in resought:
+                        resought.add(tp)
+                        target = targets_of(self).get(tp)
+                        if target is not None:
+                            await seek(self, tp, target)
+                    continue
+                if tp not in first and not first_read(self, tp, message.offset):
+                    # Records missing before this one: read from the committed offset again
+                    # (once; if the partition really starts later, e.g. retention deleted
+                    # the records, reading goes on from here and the gap is counted).
+                    retried = self.__dict__.setdefault("_kis_head_retry", {})
+                    base = bases(self)[tp]
+                    if retried.get(tp) != base:
+                        retried[tp] = base
+                        resought.add(tp)
+                        await seek(self, tp, base)
+                        continue
+                    bases(self)[tp] = message.offset
+                    _head_gap(self, "%s: reading goes on from %d", tp, message.offset)
+                last = read.get(tp)
+                if last is not None and message.offset != last + 1:
+                    log.debug("%s: read %d after %d", tp, message.offset, last)
+                read[tp] = message.offset
             yield tp, message
+
+    def first_read(self: Any, tp: Any, offset: int) -> bool:
+        """Check the first record read after a seek; False if records are missing before it."""
+        base = bases(self).get(tp)
+        if base is None:  # not sought yet (in flight from before)
+            return True
+        firsts(self)[tp] = offset
+        if offset > base:
+            log.warning(
+                "%s: first record read after the seek is %d, the committed offset %d",
+                tp,
+                offset,
+                base,
+            )
+            return False
+        if offset < base:
+            log.debug("%s: first record read %d, below the committed offset %d", tp, offset, base)
+        return True
+
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        # Commit only a run of acknowledged offsets that starts where this worker must
+        # resume the partition (the group's committed offset at the seek, then the end of
+        # the previous run). Faust commits a run after one unacknowledged offset, or after
+        # any number while the committed offset is 0 (faust-streaming #606).
+        base = bases(self).get(tp)
+        acked = self._acked.get(tp)
+        if base is None or not acked:
+            found = cast(int | None, original_new_offset(self, tp))
+            if found is not None:
+                log.info("%s: committing %d with no known base (rebalancing)", tp, found)
+            return found
+        forget_acks_below(self, {tp: base})
+        gap = self._gap.get(tp)
+        low = min(acked) if acked else None
+        if gap:
+            gap_low = min(interval.begin for interval in gap)
+            low = gap_low if low is None else min(low, gap_low)
+        if low is None:
+            return None
+        if low > base:
+            if self.__dict__.setdefault("_kis_waiting", {}).get(tp) != base:
+                self.__dict__["_kis_waiting"][tp] = base
+                log.info("%s: not committing past offset %d (not processed yet)", tp, base)
+            return None
+        offset: int | None = original_new_offset(self, tp)
+        if offset is not None:
+            bases(self)[tp] = max(base, offset)  # the next run must start there
+        return offset
+
+    async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:
+        _head_gap(self, "%s: Faust skips offsets %d..%d as done", tp, offset_from, offset_to)
+        await original_add_gap(self, tp, offset_from, offset_to)
 
     def on_commit(self: Any, offsets: Any) -> None:
         # Faust calls this only when the broker accepted the commit of `offsets`.
@@ -163,10 +375,15 @@ def apply() -> None:
         committed = self.__dict__.setdefault(_COMMITTED, {})
         for tp, offset in offsets.items():
             committed[tp] = max(offset, committed.get(tp, offset))
+        log.debug("committed %s", _show(offsets))
 
     cls.seek = seek
     cls.on_partitions_assigned = on_partitions_assigned
+    cls.on_partitions_revoked = on_partitions_revoked
     TableManager.on_commit = on_commit  # type: ignore[method-assign]
     cls.perform_seek = perform_seek
     cls.getmany = getmany
+    cls._new_offset = _new_offset
+    cls._add_gap = _add_gap
+    cls.ack = ack
     setattr(cls, _APPLIED, True)

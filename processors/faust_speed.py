@@ -121,10 +121,12 @@ _BATCHES_APPLIED = "_kis_stream_batches"
 class Batch:
     """The value of a batch message: one partition's records of one fetch, in offset order."""
 
-    __slots__ = ("messages",)
+    __slots__ = ("agents", "messages")
 
     def __init__(self, messages: list[Any]) -> None:
         self.messages = messages
+        self.agents: int | None = None
+        """Agents still working on the records (several agents can read one topic)."""
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -143,10 +145,16 @@ class BatchAck:
     def record_done(self) -> None:
         self.remaining -= 1
         if self.remaining == 0:
-            consumer = self.event.app.consumer
-            for message in self.messages[:-1]:  # the last offset is the batch message's own
-                consumer.ack(message)
-            self.event.ack()
+            # The records are done once every agent the batch went to is done with them
+            # (the imbalance and spread agents read the same book topics: the first to
+            # finish must not mark records the other still holds as done).
+            batch: Batch = self.event.value
+            batch.agents = (batch.agents or 1) - 1
+            if batch.agents == 0:
+                consumer = self.event.app.consumer
+                for message in self.messages[:-1]:  # the last offset: the batch message's
+                    consumer.ack(message)
+            self.event.ack()  # (Faust counts the agents of the batch message itself)
 
 
 class Delivered:
@@ -180,6 +188,8 @@ def unbatched(event: Any) -> Iterator[Any]:
         return
     app = event.app
     generation = event.message.generation_id
+    if value.agents is None:  # first taken apart: Faust's conductor counted its channels
+        value.agents = max(1, getattr(event.message, "refcount", 1))
     batch = BatchAck(event, value.messages)
     last = value.messages[-1]
     for message in value.messages:

@@ -215,9 +215,13 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
             )
             procs.start(name, _cli("process"), env)
 
-        for deployment, name in (("one", "one"), ("two", "two-a"), ("two", "two-b")):
+        for deployment, name in (("one", "one"), ("two", "two-a")):
             worker(deployment, name)
         worker("crash", "crash")
+        # The second worker joins while the first is busy with the backlog of the first
+        # seconds (a rebalance with records in flight: issue 6's input loss).
+        time.sleep(float(os.environ.get("E2E_SECOND_WORKER_DELAY", "3")))
+        worker("two", "two-b")
 
         time.sleep(max(0.0, started + KILL_AFTER_S - time.monotonic()))
         assert procs.procs["crash"].poll() is None, procs.tail("crash")

@@ -1,0 +1,96 @@
+"""Consumer fixes for faust-streaming 0.15.3 (processors/faust_fixes.py, faust_speed batches).
+
+Issue 6: with two workers the first inputs of a partition were lost around a rebalance:
+offsets were committed although the records behind them had not been processed.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from faust.types import TP, Message
+
+from processors import faust_fixes
+from processors.faust_speed import Batch, unbatched
+
+TOPIC = "kis.h0stasp0"
+TP1 = TP(TOPIC, 1)
+
+
+def _consumer(name: str) -> tuple[faust.App, Any]:
+    faust_fixes.apply()
+    app = faust.App(name, broker="kafka://127.0.0.1:1", store="memory://")
+    app.topics.acking_topics.add(TOPIC)
+    return app, app.consumer
+
+
+def _acked(consumer: Any, *offsets: int) -> None:
+    consumer._acked[TP1] = list(offsets)
+    consumer._acked_index[TP1] = set(offsets)
+
+
+def test_a_commit_never_skips_an_offset_not_acknowledged() -> None:
+    _app, consumer = _consumer("fixes-commit")
+    faust_fixes.resume_at(consumer, TP1, 0)  # the group's committed offset at the seek
+    _acked(consumer, 3, 4, 5)
+    assert consumer._new_offset(TP1) is None  # Faust alone: 6 (nothing checked at offset 0)
+    _acked(consumer, 0, 1, 2, 3, 4, 5)
+    assert consumer._new_offset(TP1) == 6
+    consumer._committed_offset[TP1] = 6
+    _acked(consumer, 7, 8)
+    assert consumer._new_offset(TP1) is None  # Faust alone: 9, past offset 6 (#606)
+    _acked(consumer, 6, 7, 8)
+    assert consumer._new_offset(TP1) == 9
+
+
+def test_acknowledgements_below_the_resume_offset_are_dropped_not_committed() -> None:
+    _app, consumer = _consumer("fixes-replayed")
+    faust_fixes.resume_at(consumer, TP1, 100)
+    _acked(consumer, 3, 4, 100, 101)  # 3, 4: a replay from before the seek
+    assert consumer._new_offset(TP1) == 102  # Faust alone: 5 (a commit going backwards)
+
+
+def _message(offset: int, generation: int) -> Message:
+    return Message(TOPIC, 1, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
+
+
+def test_events_faust_skipped_are_not_acknowledged() -> None:
+    app, consumer = _consumer("fixes-skipped")
+    app.consumer_generation_id = 4
+    assert consumer.ack(_message(5, generation=3)) is False  # fetched before the rebalance
+    app.flow_control.suspend()  # a rebalance in progress
+    assert consumer.ack(_message(6, generation=4)) is False
+    app.flow_control.resume()
+    assert consumer.ack(_message(7, generation=4)) is True
+    assert list(consumer._acked[TP1]) == [7]
+
+
+class _Event:
+    """A batch event as two agents see it (Faust delivers one event to both channels)."""
+
+    def __init__(self, app: Any, batch: Batch, agents: int) -> None:
+        self.app = app
+        self.value = batch
+        self.message = SimpleNamespace(generation_id=3, offset=12, refcount=agents)
+
+    def ack(self) -> None:
+        self.message.refcount -= 1
+
+
+def test_a_batch_read_by_two_agents_is_done_when_both_are() -> None:
+    acked: list[int] = []
+    app = SimpleNamespace(
+        consumer_generation_id=3, consumer=SimpleNamespace(ack=lambda m: acked.append(m.offset))
+    )
+    messages = [SimpleNamespace(offset=o, value=b"", generation_id=3) for o in (10, 11, 12)]
+    event = _Event(app, Batch(messages), agents=2)
+    imbalance, spread = list(unbatched(event)), list(unbatched(event))
+    for record in imbalance:
+        record.ack()
+    assert acked == []  # the spread agent still holds 10 and 11
+    for record in spread:
+        record.ack()
+    assert acked == [10, 11]  # (12 is the batch message's own, acknowledged by Faust)
+    assert event.message.refcount == 0
