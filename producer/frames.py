@@ -8,8 +8,11 @@ for two things at once:
   back as a `DecodeError` whose ``reason`` starts with a stable code (`REASON_CODES`),
   e.g. ``bad_number: field STCK_PRPR='7a100' (record 0)``.
 - **Speed.** When the compiled extension `kis_native` (native/, see producer/native.py) is
-  available, it splits and types whole payloads; it takes only the plainly regular cases
-  and hands anything else back to the Python path below, which stays the reference.
+  available, it splits, types and validates whole frames and returns ``kis_native.Record``s
+  that keep the typed values in Rust and build ``fields`` when first read (the Avro
+  encoder reads the Rust values, so publishing never builds the dict; see
+  producer/records.py for the contract). It takes only the plainly regular cases and hands
+  anything else back to the Python path below, which stays the reference.
   Per TR and record width the Python path compiles a converter that types a whole
   record with C-level ``map``/``itemgetter`` passes (no Python call per field). Anything
   unusual (an empty numeric field, ``(null)``, an out-of-range number) falls back to a
