@@ -190,3 +190,39 @@ def test_decoded_records_encode_identically_whatever_the_key_order() -> None:
             assert native.encode(other) == python[record.tr_id](other)
             encoded += 1
     assert encoded > 400 and short.width != 59
+
+
+def test_untouched_native_records_against_other_schemas_encode_like_python() -> None:
+    """A decoded record whose `fields` nobody built is written from its Rust values only
+    when the schema lines up; another order or type goes the general way, with the same
+    bytes or the same error as the Python encoder."""
+    from producer.frames import FrameDecoder, format_frame
+
+    spec = CATALOGUE["H0STCNT0"]
+    schema = raw_schema(spec)
+    envelope, columns = schema["fields"][:9], schema["fields"][9:]
+    reordered = schema | {"fields": envelope + columns[::-1]}
+    fewer = schema | {"fields": envelope + columns[:5]}
+    retyped = schema | {
+        "fields": [
+            f | {"type": ["null", "string"]} if f["name"] == "stck_prpr" else f
+            for f in schema["fields"]
+        ]
+    }
+    decoder = FrameDecoder(business_date=lambda: dt.date(2026, 9, 14))
+    values = {f.column: None for f in spec.fields} | {"mksc_shrn_iscd": "005930"}
+    values |= {"stck_cntg_hour": 34_357_000, "stck_prpr": 62_700, "prdy_ctrt": -0.5}
+    frame = format_frame(spec.tr_id, [values])
+    for other in (schema, reordered, fewer, retyped):
+        native = compile_encoder(other, from_record=True)
+        python = compile_python_encoder(other, from_record=True)
+        records = decoder.decode(frame, received_at=1, session="s", seq=1)
+        assert isinstance(records, list) and type(records[0]).__module__ == "kis_native"
+        # Encode first: reading `fields` (as the reference copy does) builds the dict.
+        if other is retyped:
+            error = _error_class(native, records[0])
+            assert error is _error_class(python, _python_record(records[0])) is TypeError
+            continue
+        ours = native(records[0])
+        assert ours == python(_python_record(records[0]))
+        assert ours == native(records[0])  # and the same again through the built dict
