@@ -43,9 +43,6 @@ MAX_LOAD_CHUNK = 4_000
 """Records per step, at most: small enough to keep the event loop responsive."""
 LOAD_REPORT_EVERY = 30.0
 """Seconds between warnings that load mode is behind its schedule."""
-LOAD_PACE_SLACK = 0.002
-"""Load mode: a writer sends at once every frame due within this many seconds (one sleep
-covers several frames instead of one timer per frame)."""
 LOAD_GC_GEN0 = 50_000
 """Load mode's young-generation GC threshold (default 700): records die within a chunk, so a
 collection every 700 allocations only walks objects about to be freed (~10 % of the CPU)."""
@@ -77,6 +74,9 @@ class SimConfig:
     load_spread: bool = True
     """Load mode: send a chunk's frames spread over the time the chunk stands for, as a live
     feed arrives, instead of all at once (a burst every LOAD_STEP_SECONDS)."""
+    load_spread_granule: float = 0.01
+    """Spread frames go out in groups: a writer sends together every frame due within this
+    many seconds (one timer and one wake-up of the reader per group, not per frame)."""
     faults: dict[str, Any] = field(default_factory=dict)
     drop_every: float | None = None
     stall_every: float | None = None
@@ -336,7 +336,7 @@ class SimulatorServer:
                 return
             if delivery is not None and delivery.due:
                 wait = delivery.due - loop.time()
-                if wait > LOAD_PACE_SLACK:
+                if wait > self.config.load_spread_granule:
                     await asyncio.sleep(wait)
                     if session.closed:  # its queue was accounted; this frame was not
                         self._account(session, delivery, sent=False)

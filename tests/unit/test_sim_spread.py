@@ -8,7 +8,7 @@ from typing import Any
 
 from simulator.market import GenRecord
 from simulator.protocol import Delivery, Session
-from simulator.server import LOAD_PACE_SLACK, SimConfig, SimulatorServer
+from simulator.server import SimConfig, SimulatorServer
 
 
 class FakeWs:
@@ -95,5 +95,5 @@ def test_writer_holds_each_frame_until_it_is_due_and_keeps_the_order() -> None:
     start, sent, server = asyncio.run(run())
     assert [payload for _, payload in sent] == ["frame0", "frame1", "frame2", "frame3", "ack"]
     for (at, _), offset in zip(sent, (0.0, 0.03, 0.06, 0.09), strict=False):
-        assert at >= start + offset - LOAD_PACE_SLACK
+        assert at >= start + offset - SimConfig.load_spread_granule
     assert server.frames_by_tr["H0STCNT0"] == 4
