@@ -8,7 +8,9 @@ broker and registry. Two figures:
 - sustained throughput: the load target is set above what the producer can take and the
   broker-acknowledged records/s are measured over a window after warm-up;
 - latency: at a fixed 5,000 records/s, receive (socket read) -> broker acknowledgement
-  percentiles of every message in the window.
+  percentiles of every message in the window, with where the time goes (receive -> pipeline
+  pickup; librdkafka's per-second produce -> sent and broker round-trip p99s). The
+  simulator spreads each load step's frames over the step, as a live feed arrives.
 """
 
 from __future__ import annotations
