@@ -100,29 +100,44 @@ def read_double(buf: bytes, pos: int) -> tuple[float, int]:
 
 
 _VALUE_CODE = {
-    # varints of up to 3 bytes (|value| < 2**20: prices, quantities) inline, longer ones
-    # (timestamps, amounts) read again from their start by read_long
+    # Varints of up to 3 bytes (|value| < 2**20: prices, quantities) inline, longer ones
+    # (timestamps, amounts) read again from their start by read_long. `{t}` is the target.
     "long": (
-        "start = pos\n"
         "b = buf[pos]\n"
-        "pos += 1\n"
-        "n = b & 0x7F\n"
-        "if b & 0x80:\n"
-        "    b = buf[pos]\n"
+        "if b < 128:\n"
         "    pos += 1\n"
-        "    n |= (b & 0x7F) << 7\n"
-        "    if b & 0x80:\n"
-        "        b = buf[pos]\n"
-        "        pos += 1\n"
-        "        n |= (b & 0x7F) << 14\n"
-        "        if b & 0x80:\n"
-        "            n, pos = read_long(buf, start)\n"
+        "    {t} = (b >> 1) ^ -(b & 1)\n"
+        "else:\n"
+        "    n = b & 0x7F\n"
+        "    b = buf[pos + 1]\n"
+        "    if b < 128:\n"
+        "        pos += 2\n"
+        "        n |= b << 7\n"
+        "    else:\n"
+        "        n |= (b & 0x7F) << 7\n"
+        "        b = buf[pos + 2]\n"
+        "        if b < 128:\n"
+        "            pos += 3\n"
+        "            n |= b << 14\n"
+        "        else:\n"
+        "            n, pos = read_long(buf, pos)\n"
         "            n = (n << 1) ^ (n >> 63)\n"
-        "v = (n >> 1) ^ -(n & 1)\n"
+        "    {t} = (n >> 1) ^ -(n & 1)\n"
     ),
-    "string": "v, pos = read_string(buf, pos)\n",
-    "double": "v = unpack_double(buf, pos)[0]\npos += 8\n",
-    "array<string>": "v, pos = read_strings(buf, pos)\n",
+    # Short strings (< 64 bytes: a one-byte length) inline, others through read_string.
+    "string": (
+        "b = buf[pos]\n"
+        "if b < 128 and not b & 1:\n"
+        "    end = pos + 1 + (b >> 1)\n"
+        "    if end > len(buf):\n"
+        "        raise AvroBodyError('string runs past the end of the value')\n"
+        "    {t} = buf[pos + 1:end].decode()\n"
+        "    pos = end\n"
+        "else:\n"
+        "    {t}, pos = read_string(buf, pos)\n"
+    ),
+    "double": "{t} = unpack_double(buf, pos)[0]\npos += 8\n",
+    "array<string>": "{t}, pos = read_strings(buf, pos)\n",
 }
 _VALUE_CODE["int"] = _VALUE_CODE["long"]
 _READ_TYPES = frozenset(_VALUE_CODE)
@@ -139,7 +154,7 @@ def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes, int], dict[str
         return None
     lines = ["def read(buf, pos):\n"]
     for i, (_, base, nullable) in enumerate(kinds):
-        value = _VALUE_CODE[base] + f"f{i} = v\n"
+        value = _VALUE_CODE[base].replace("{t}", f"f{i}")
         if nullable:
             lines.append(
                 "    u = buf[pos]\n    pos += 1\n    if u == 2:\n"
@@ -201,22 +216,69 @@ _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
 }
 
 
+_WRITE_CODE = {
+    "long": (
+        "n = (v << 1) ^ (v >> 63)\n"
+        "while n > 0x7F:\n"
+        "    out.append((n & 0x7F) | 0x80)\n"
+        "    n >>= 7\n"
+        "out.append(n)\n"
+    ),
+    "string": (
+        "d = v.encode()\n"
+        "n = len(d) << 1\n"
+        "while n > 0x7F:\n"
+        "    out.append((n & 0x7F) | 0x80)\n"
+        "    n >>= 7\n"
+        "out.append(n)\n"
+        "out += d\n"
+    ),
+    "double": "out += pack_double(v)\n",
+    "boolean": "write_boolean(out, v)\n",
+}
+_WRITE_CODE["int"] = _WRITE_CODE["long"]
+
+
+def _compile_write(kinds: list[tuple[str, str, bool]]) -> Callable[[bytearray, Any], None]:
+    """`write(out, record)` for the fields in order, as straight-line code (no per-field call)."""
+    lines = ["def write(out, record):\n"]
+    for name, base, nullable in kinds:
+        lines.append(f"    v = record[{name!r}]\n")
+        code = _WRITE_CODE[base]
+        if nullable:
+            lines.append("    if v is None:\n        out.append(0)\n    else:\n")
+            lines.append("        out.append(2)\n" + _indent(code, 8))
+        else:
+            lines.append(_indent(code, 4))
+    namespace: dict[str, Any] = {"pack_double": _DOUBLE.pack, "write_boolean": _write_boolean}
+    # The source is generated from the schema's field types only (names are repr'd keys).
+    exec("".join(lines), namespace)
+    write: Callable[[bytearray, Any], None] = namespace["write"]
+    return write
+
+
 class FlatWriter:
     """Writes the fields of a flat record schema in order (`compile` it from the schema)."""
 
     def __init__(self, fields: list[tuple[str, Callable[[bytearray, Any], None], bool]]) -> None:
         self.fields = fields
         """(name, value writer, nullable) per field."""
+        self._write: Callable[[bytearray, Any], None] | None = None
 
     @classmethod
     def compile(cls, schema: Mapping[str, Any]) -> FlatWriter | None:
         kinds = _field_kinds(schema, _PRIMITIVES)
         if not kinds:
             return None
-        return cls([(name, _WRITERS[base], nullable) for name, base, nullable in kinds])
+        writer = cls([(name, _WRITERS[base], nullable) for name, base, nullable in kinds])
+        writer._write = _compile_write(kinds)
+        return writer
 
     def write(self, out: bytearray, record: Mapping[str, Any]) -> None:
         """Append the record's Avro body; TypeError/KeyError if it does not fit the schema."""
+        if self._write is not None:
+            self._write(out, record)
+            return
         for name, write, nullable in self.fields:
             value = record[name]
             if nullable:

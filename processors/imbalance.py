@@ -7,7 +7,7 @@ side at level 1 (auctions, halts, VI) still gives a record, with the metrics nul
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 
@@ -66,7 +66,12 @@ def _ratio(bid: int, ask: int) -> float | None:
 
 
 def _depth(quantities: tuple[int | None, ...], levels: int) -> int:
-    return sum(q for q in quantities[:levels] if q is not None and q > 0)
+    head = quantities[:levels]
+    if None not in head:
+        full = cast("tuple[int, ...]", head)
+        if min(full, default=1) > 0:  # the usual full book: no Python-level loop
+            return sum(full)
+    return sum(q for q in head if q is not None and q > 0)
 
 
 def imbalance_record(book: Book) -> dict[str, Any]:
@@ -78,7 +83,31 @@ def imbalance_record(book: Book) -> dict[str, Any]:
     """
     bid, ask = book.bid[0], book.ask[0]
     bid_qty, ask_qty = book.bid_qty[0], book.ask_qty[0]
-    record: dict[str, Any] = {
+    if not (book.has_bid and book.has_ask):
+        return {
+            "symbol": book.symbol,
+            "venue": book.venue,
+            "event_time": book.event_time,
+            "received_at": book.received_at,
+            "best_bid": bid,
+            "best_ask": ask,
+            "best_bid_qty": bid_qty,
+            "best_ask_qty": ask_qty,
+            "imbalance_l1": None,
+            "imbalance_depth5": None,
+            "imbalance_depth10": None,
+            "imbalance_total": None,
+            "mid": None,
+            "microprice": None,
+            "spread": None,
+            "spread_ticks": None,
+            "spread_bps": None,
+        }
+    assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
+    mid = (bid + ask) / 2
+    spread = ask - bid
+    total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
+    return {
         "symbol": book.symbol,
         "venue": book.venue,
         "event_time": book.event_time,
@@ -87,38 +116,20 @@ def imbalance_record(book: Book) -> dict[str, Any]:
         "best_ask": ask,
         "best_bid_qty": bid_qty,
         "best_ask_qty": ask_qty,
-        "imbalance_l1": None,
-        "imbalance_depth5": None,
-        "imbalance_depth10": None,
-        "imbalance_total": None,
-        "mid": None,
-        "microprice": None,
-        "spread": None,
-        "spread_ticks": None,
-        "spread_bps": None,
-    }
-    if not (book.has_bid and book.has_ask):
-        return record
-    assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
-    mid = (bid + ask) / 2
-    spread = ask - bid
-    total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
-    record.update(
-        imbalance_l1=_ratio(bid_qty, ask_qty),
-        imbalance_depth5=_ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5)),
-        imbalance_depth10=_ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10)),
-        imbalance_total=(
+        "imbalance_l1": _ratio(bid_qty, ask_qty),
+        "imbalance_depth5": _ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5)),
+        "imbalance_depth10": _ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10)),
+        "imbalance_total": (
             _ratio(total_bid, total_ask)
             if total_bid is not None and total_ask is not None and total_bid >= 0 <= total_ask
             else None
         ),
-        mid=mid,
-        microprice=(bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty),
-        spread=spread,
-        spread_ticks=ticks_between(bid, ask),
-        spread_bps=spread / mid * 10_000,
-    )
-    return record
+        "mid": mid,
+        "microprice": (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty),
+        "spread": spread,
+        "spread_ticks": ticks_between(bid, ask),
+        "spread_bps": spread / mid * 10_000,
+    }
 
 
 # ---------------------------------------------------------------------------- the agent

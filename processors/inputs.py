@@ -93,7 +93,11 @@ def trade_side(code: Any) -> int:
     return NEUTRAL
 
 
-@dataclass(slots=True, frozen=True)
+# Trade and Book are built once per input on the hot path: plain slotted dataclasses (a
+# frozen one sets each field through object.__setattr__, a few microseconds per input).
+
+
+@dataclass(slots=True)
 class Trade:
     symbol: str
     venue: str
@@ -147,7 +151,7 @@ ASK_QTYS = tuple(f"askp_rsqn{i}" for i in range(1, LEVELS + 1))
 BID_QTYS = tuple(f"bidp_rsqn{i}" for i in range(1, LEVELS + 1))
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Book:
     symbol: str
     venue: str
@@ -176,12 +180,14 @@ def _level(price: int | None, qty: int | None) -> bool:
     return price is not None and price > 0 and qty is not None and qty > 0
 
 
+_INT_OR_NONE = frozenset({int, type(None)})
+
+
 def _ints(record: Mapping[str, Any], names: tuple[str, ...]) -> tuple[int | None, ...]:
     values = tuple(map(record.get, names))
-    for value in values:
-        if value is not None and (value.__class__ is not int):
-            return tuple(_int(v) for v in values)  # not from the Avro decoder: check each
-    return values
+    if _INT_OR_NONE.issuperset(map(type, values)):  # (from the Avro decoder: always)
+        return values
+    return tuple(_int(v) for v in values)  # not from the Avro decoder: check each
 
 
 def book_from(record: Mapping[str, Any]) -> Book | str:
