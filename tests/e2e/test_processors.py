@@ -46,18 +46,6 @@ KILL_AFTER_S = 25.0
 DEPLOYMENTS = ("one", "two", "crash")
 
 
-# Known open defect (issue 6), not any one stream's: with two workers the consumer group can
-# still lose the first input records of a partition around the first rebalance (the same
-# inputs then miss from all four streams; seen in 1 of the 2 clean-clone CI runs of session 2,
-# after the offset-0 seek fix in processors/faust_fixes.py). Kept visible, not yet guaranteed:
-# `one` and `crash` must match exactly.
-_TWO_INPUT_LOSS = pytest.mark.xfail(
-    reason="two workers: head-of-partition inputs lost around the first rebalance (issue 6)",
-    strict=False,
-)
-_PARAMS = [pytest.param(d, marks=_TWO_INPUT_LOSS) if d == "two" else d for d in DEPLOYMENTS]
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -314,7 +302,7 @@ def test_the_session_covers_trading_the_auction_and_the_close(run: Run) -> None:
     assert min(clocks) < 15 * 3600 + 20 * 60 <= 15 * 3600 + 30 * 60 <= max(clocks)
 
 
-@pytest.mark.parametrize("deployment", _PARAMS)
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_bars_equal_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected = oracle.oracle_bars(raw["h0stcnt0"] + raw["h0nxcnt0"] + raw["h0uncnt0"])
@@ -332,7 +320,7 @@ def test_bars_equal_the_oracle(run: Run, deployment: str) -> None:
             assert [v["revision"] for v in versions] == list(range(len(versions))), key
 
 
-@pytest.mark.parametrize("deployment", _PARAMS)
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_imbalance_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected = oracle.oracle_imbalance(raw["h0stasp0"] + raw["h0nxasp0"] + raw["h0unasp0"])
@@ -346,7 +334,7 @@ def test_imbalance_equals_the_oracle(run: Run, deployment: str) -> None:
         assert all(seq == sorted(seq) for seq in order.values())
 
 
-@pytest.mark.parametrize("deployment", _PARAMS)
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_program_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected, totals = oracle.oracle_program(raw["h0stpgm0"] + raw["h0nxpgm0"] + raw["h0unpgm0"])
@@ -377,7 +365,7 @@ def test_program_equals_the_oracle(run: Run, deployment: str) -> None:
                 assert record["market_net_amount"] == sum(a for _, a in latest.values())
 
 
-@pytest.mark.parametrize("deployment", _PARAMS)
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_spread_equals_the_oracle(run: Run, deployment: str) -> None:
     raw = run.raw
     expected = oracle.oracle_spread(raw["h0stasp0"], raw["h0nxasp0"], MAX_AGE_MS)
