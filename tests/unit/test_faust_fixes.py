@@ -94,3 +94,73 @@ def test_a_batch_read_by_two_agents_is_done_when_both_are() -> None:
         record.ack()
     assert acked == [10, 11]  # (12 is the batch message's own, acknowledged by Faust)
     assert event.message.refcount == 0
+
+
+def _records(*offsets: int) -> list[Any]:
+    return [
+        SimpleNamespace(
+            topic=TOPIC,
+            partition=1,
+            offset=offset,
+            timestamp=0,
+            timestamp_type=0,
+            headers=None,
+            key=b"k",
+            value=b"v",
+            checksum=None,
+            serialized_key_size=1,
+            serialized_value_size=1,
+        )
+        for offset in offsets
+    ]
+
+
+async def test_a_batch_fetched_across_a_seek_is_dropped_and_read_again_from_the_target() -> None:
+    _app, consumer = _consumer("fixes-stale-batch")
+    sought: list[tuple[TP, int]] = []
+
+    async def seek_in_aiokafka(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer._seek = seek_in_aiokafka
+    consumer.highwater = lambda tp: 100
+    consumer.resume_flow()
+    await consumer.seek(TP1, 20)
+
+    async def fetched_while_sought(timeout: float) -> Any:
+        # The consumer thread fetched 40, 41 (the old position) while Faust sought the
+        # partition back to its committed offset 30.
+        await consumer.seek(TP1, 30)
+        return {TP1: _records(40, 41)}, {TP1}
+
+    consumer._wait_next_records = fetched_while_sought
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == []
+    assert sought[-2:] == [(TP1, 30), (TP1, 30)]  # sought to 30 again: it may have been fresh
+
+    async def fetched(timeout: float) -> Any:
+        return {TP1: _records(30, 31)}, {TP1}
+
+    consumer._wait_next_records = fetched
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == [30, 31]
+    assert faust_fixes.head_gaps(_app) == 0
+
+
+async def test_records_missing_after_a_seek_are_read_again_then_counted() -> None:
+    app, consumer = _consumer("fixes-head-gap")
+
+    async def seek_in_aiokafka(tp: TP, offset: int) -> None:
+        pass
+
+    consumer._seek = seek_in_aiokafka
+    consumer.highwater = lambda tp: 100
+    consumer.resume_flow()
+    await consumer.seek(TP1, 30)
+
+    async def fetched(timeout: float) -> Any:
+        return {TP1: _records(35, 36)}, {TP1}
+
+    consumer._wait_next_records = fetched
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == []  # 30..34 missing: again
+    assert faust_fixes.head_gaps(app) == 0
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == [35, 36]  # really from 35
+    assert faust_fixes.head_gaps(app) == 1
