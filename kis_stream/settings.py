@@ -12,13 +12,22 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -40,6 +49,13 @@ WS_PATH = "/tryitout/H0STCNT0"
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_file", default=None)
+
+
+# The tr_key shapes KIS accepts (a wrong one is refused at subscribe time, which is too late):
+# a domestic code is 6 digits or capitals (005930, 0001A0); an overseas RSYM is D (day) or R
+# (real-time), a 3-letter exchange and the ticker (DNASAAPL).
+_DOMESTIC_KEY = re.compile(r"^[0-9A-Z]{6}$")
+_OVERSEAS_KEY = re.compile(r"^[DR][A-Z]{3}[A-Z0-9.\-]{1,16}$")
 
 
 class KafkaSecurity(Protocol):
@@ -256,13 +272,18 @@ class Settings(BaseSettings):
 
     @field_validator("kis_symbols", "kis_overseas_symbols", mode="before")
     @classmethod
-    def _symbols(cls, value: Any) -> Any:
+    def _symbols(cls, value: Any, info: ValidationInfo) -> Any:
         value = _split_csv(value)
+        overseas = info.field_name == "kis_overseas_symbols"
+        shape, example = (_OVERSEAS_KEY, "DNASAAPL") if overseas else (_DOMESTIC_KEY, "005930")
         if isinstance(value, list):
             for symbol in value:
                 text = str(symbol)
-                if not text.isalnum() or len(text) > 16:
-                    raise ValueError(f"symbol {text!r} is not an alphanumeric KIS code")
+                if not shape.match(text):
+                    raise ValueError(
+                        f"symbol {text!r} is not a tr_key KIS accepts (like {example}): "
+                        "KIS would refuse it as an invalid tr_key"
+                    )
             if len({str(s) for s in value}) != len(value):
                 raise ValueError("symbols must not repeat")
         return value

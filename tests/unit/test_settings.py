@@ -98,6 +98,9 @@ def test_kis_config_env_names_the_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path
         ({"KIS_APP_KEYS": "k1"}, "KEY:SECRET"),
         ({"KIS_APP_KEYS": "k1:a,k1:b"}, "listed twice"),
         ({"KIS_SYMBOLS": "0059-30"}, "KIS_SYMBOLS"),
+        ({"KIS_SYMBOLS": "005930,59"}, "'59' is not a tr_key KIS accepts"),
+        ({"KIS_SYMBOLS": "005930,0059300"}, "KIS_SYMBOLS"),
+        ({"KIS_OVERSEAS_SYMBOLS": "AAPL"}, "like DNASAAPL"),
         ({"KIS_TR_GROUPS": "trades,bogus"}, "KIS_TR_GROUPS"),
         ({"KIS_TR_GROUPS": "notices"}, "KIS_HTS_ID"),
         ({"KIS_VENUES": "NYSE"}, "KIS_VENUES"),
@@ -190,3 +193,11 @@ def test_shard_index_from_env_or_pod_ordinal(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KIS_SHARD_INDEX", "3")
     with pytest.raises(SettingsError, match="KIS_SHARD_INDEX"):
         load_settings(env_file=None)
+
+
+def test_symbols_of_every_shape_kis_accepts_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIS_SYMBOLS", "005930,0001A0")
+    monkeypatch.setenv("KIS_OVERSEAS_SYMBOLS", "DNASAAPL,RNYSBRK.B")
+    s = load_settings(env_file=None)
+    assert s.kis_symbols == ["005930", "0001A0"]
+    assert s.kis_overseas_symbols == ["DNASAAPL", "RNYSBRK.B"]
