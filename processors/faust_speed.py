@@ -353,4 +353,106 @@ def apply_batches() -> None:
     cls.seek = seek
     cls.perform_seek = perform_seek
     cls._drain_messages = drain_batched
+    apply_fast_changelog()  # (the agents now write tables faster than Faust's buffer sends)
     setattr(cls, _BATCHES_APPLIED, True)
+
+
+# ------------------------------------------------------------------- changelog writes
+#
+# A table assignment sends its changelog record through `Topic.send_soon`: a FutureMessage
+# in Faust's producer buffer, sent later by a background task through Faust's and aiokafka's
+# `send` one record at a time. With batch delivery the agents write faster than that task
+# sends (its buffer grew to tens of thousands of records and held the conductor back). For
+# tables on the memory store (no persisted offsets to record on delivery), the record is
+# serialized exactly as Faust would and appended at once to the partition's batch in
+# aiokafka's accumulator, in call order; the batch's delivery is watched (a failure stops
+# the worker). Faust flushes that producer before every offset commit, as before.
+
+_CHANGELOG_APPLIED = "_kis_stream_fast_changelog"
+_WATCHED = "_kis_changelog_watched"
+
+
+class _Sent:
+    """What Faust's table reads of a sent changelog record: `.message.partition`."""
+
+    __slots__ = ("message", "partition")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.message = self
+
+
+def _kafka_producer(app: Any) -> Any:
+    """The started aiokafka producer under Faust's, or None."""
+    producer = getattr(app, "_producer", None)
+    if producer is None or not producer.started:
+        return None
+    return getattr(producer, "_producer", None)
+
+
+def append_record(kafka: Any, tp: Any, key: bytes | None, value: bytes | None) -> Any:
+    """Append a record to the end of `tp`'s queue of aiokafka batches, now; the batch, or None.
+
+    None: the accumulator is closed or failed, or the record does not fit an empty batch
+    (the caller sends it the ordinary way).
+    """
+    accumulator = kafka._message_accumulator
+    if accumulator._closed or accumulator._exception is not None:
+        return None
+    pending = accumulator._batches.get(tp)
+    if pending:
+        batch = pending[-1]
+        if batch._builder.append(timestamp=None, key=key, value=value, headers=[]) is not None:
+            return batch
+    batch = accumulator._append_batch(accumulator.create_builder(), tp)
+    if batch._builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+        return None
+    return batch
+
+
+def apply_fast_changelog() -> None:
+    """Patch Faust's table changelog writes (memory store) once per process (idempotent)."""
+    from aiokafka.structs import TopicPartition
+    from faust.tables.base import Collection
+
+    if getattr(Collection, _CHANGELOG_APPLIED, False):
+        return
+    original = Collection.send_changelog
+
+    def failed(app: Any, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is None:
+            return
+        exc = future.exception()
+        app.log.error("a changelog record could not be delivered, stopping: %r", exc)
+        crashing: list[Any] = app.__dict__.setdefault("_kis_crashing", [])
+        crashing.append(asyncio.ensure_future(app.crash(exc)))
+
+    def send_changelog(
+        self: Any,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
+        app = self.app
+        kafka = _kafka_producer(app)
+        if kafka is None or partition is None or app.conf.store.scheme != "memory":
+            return original(self, partition, key, value, key_serializer, value_serializer)
+        topic = self.changelog_topic
+        key_bytes, _ = topic.prepare_key(key, key_serializer or self.key_serializer, None, {})
+        value_bytes, _ = topic.prepare_value(
+            value, value_serializer or self.value_serializer, None, {}
+        )
+        tp = TopicPartition(topic.get_topic_name(), partition)
+        batch = append_record(kafka, tp, key_bytes, value_bytes)
+        if batch is None:
+            return original(self, partition, key, value, key_serializer, value_serializer)
+        watched: dict[Any, Any] = self.__dict__.setdefault(_WATCHED, {})
+        if watched.get(tp) is not batch:
+            watched[tp] = batch
+            batch.future.add_done_callback(lambda future: failed(app, future))
+        return _Sent(partition)  # (the table reads `.message.partition` of the result)
+
+    Collection.send_changelog = send_changelog  # type: ignore[method-assign]
+    setattr(Collection, _CHANGELOG_APPLIED, True)
