@@ -423,7 +423,8 @@ def bench_process(
                 click.echo(
                     f"{stream:10s} {result['events_per_s']:>8,} events/s  "
                     f"{per_cpu if per_cpu is None else f'{per_cpu:,}'} events per CPU-second  "
-                    f"(load average {result['load_average_1m']})"
+                    f"({result['outputs_seen']:,} outputs; "
+                    f"load average {result['load_average_1m']})"
                 )
                 for rate, lat in result["latency_ms_by_rate"].items():
                     click.echo(
