@@ -40,8 +40,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow]
 
 SYMBOLS = "005930,000660"
 MAX_AGE_MS = 5_000.0
-SIM_START = "15:12:00"
-SESSION_S = 65.0  # wall seconds of simulated market at x20: 15:12 -> ~15:33 KST
+# 12 simulated minutes (36 wall seconds) of continuous trading before the closing auction:
+# under CI load the producer has taken up to ~27 s to stream, and the session must still
+# cover trades before the auction.
+SIM_START = "15:08:00"
+SESSION_S = 77.0  # wall seconds of simulated market at x20: 15:08 -> ~15:33 KST
 KILL_AFTER_S = 25.0
 DEPLOYMENTS = ("one", "two", "crash")
 
