@@ -523,7 +523,7 @@ class KafkaHandle:
         return [
             self.java,
             f"-Xmx{heap}",
-            "-Xms64m",
+            f"-Xms{heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
