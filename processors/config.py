@@ -65,9 +65,11 @@ class ProcessorSettings(BaseSettings):
     """After recovery, bars published within this many seconds before the last one are resent."""
     spread_max_age_ms: float = 5_000.0
     """Skip a KRX/NXT pair whose quotes were received further apart than this."""
-    spread_settle: float = 0.1
+    spread_settle: float = 1.0
     """Seconds a trigger waits, once the other venue's partition is read to its end, for
-    records still in flight (then it pairs with what the other venue has)."""
+    records still in flight (then it pairs with what the other venue has). It must cover
+    the producer's receive-to-append tail: the other venue's quote received just before the
+    trigger can reach the broker later than the trigger (0.1 s was too short under load)."""
     spread_max_wait: float = 60.0
     """Last resort (the brokers' end offsets cannot be read): seconds after which a trigger
     is paired with whatever has been read. A worker catching up on a backlog holds triggers

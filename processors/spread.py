@@ -489,7 +489,7 @@ def register(p: Processors) -> None:
 
     ends_reader = EndOffsets(settings.kafka_client_config())
 
-    @p.app.timer(interval=max(0.01, settings.spread_settle / 2))
+    @p.app.timer(interval=min(0.1, max(0.01, settings.spread_settle / 2)))
     async def spread_release() -> None:
         """Publish the triggers whose other venue is quiet (read to its end) or too slow."""
         if not any(join.held.values()):
