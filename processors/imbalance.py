@@ -83,30 +83,20 @@ def imbalance_record(book: Book) -> dict[str, Any]:
     """
     bid, ask = book.bid[0], book.ask[0]
     bid_qty, ask_qty = book.bid_qty[0], book.ask_qty[0]
-    if not (book.has_bid and book.has_ask):
-        return {
-            "symbol": book.symbol,
-            "venue": book.venue,
-            "event_time": book.event_time,
-            "received_at": book.received_at,
-            "best_bid": bid,
-            "best_ask": ask,
-            "best_bid_qty": bid_qty,
-            "best_ask_qty": ask_qty,
-            "imbalance_l1": None,
-            "imbalance_depth5": None,
-            "imbalance_depth10": None,
-            "imbalance_total": None,
-            "mid": None,
-            "microprice": None,
-            "spread": None,
-            "spread_ticks": None,
-            "spread_bps": None,
-        }
-    assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
-    mid = (bid + ask) / 2
-    spread = ask - bid
-    total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
+    l1 = depth5 = depth10 = total = mid = microprice = spread = ticks = bps = None
+    if book.has_bid and book.has_ask:
+        assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
+        mid = (bid + ask) / 2
+        spread = ask - bid
+        l1 = _ratio(bid_qty, ask_qty)
+        depth5 = _ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5))
+        depth10 = _ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10))
+        total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
+        if total_bid is not None and total_ask is not None and total_bid >= 0 <= total_ask:
+            total = _ratio(total_bid, total_ask)
+        microprice = (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty)
+        ticks = ticks_between(bid, ask)
+        bps = spread / mid * 10_000
     return {
         "symbol": book.symbol,
         "venue": book.venue,
@@ -116,19 +106,15 @@ def imbalance_record(book: Book) -> dict[str, Any]:
         "best_ask": ask,
         "best_bid_qty": bid_qty,
         "best_ask_qty": ask_qty,
-        "imbalance_l1": _ratio(bid_qty, ask_qty),
-        "imbalance_depth5": _ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5)),
-        "imbalance_depth10": _ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10)),
-        "imbalance_total": (
-            _ratio(total_bid, total_ask)
-            if total_bid is not None and total_ask is not None and total_bid >= 0 <= total_ask
-            else None
-        ),
+        "imbalance_l1": l1,
+        "imbalance_depth5": depth5,
+        "imbalance_depth10": depth10,
+        "imbalance_total": total,
         "mid": mid,
-        "microprice": (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty),
+        "microprice": microprice,
         "spread": spread,
-        "spread_ticks": ticks_between(bid, ask),
-        "spread_bps": spread / mid * 10_000,
+        "spread_ticks": ticks,
+        "spread_bps": bps,
     }
 
 
