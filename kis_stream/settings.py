@@ -258,6 +258,11 @@ class Settings(BaseSettings):
     """Frames read but not yet decoded; when full, sessions stop reading (TCP backpressure)."""
     producer_spool_dir: Path = Path(".local/spool")
     producer_spool_segment_mb: int = Field(64, ge=1)
+    producer_marks_interval_ms: float = Field(20.0, ge=0)
+    """Receive marks to `<prefix>producer.marks` at most this often while records are being
+    acknowledged (0 = no marks; consumers then fall back to their settle time)."""
+    producer_marks_heartbeat_s: float = Field(1.0, gt=0)
+    """A mark at least this often while nothing changes (consumers see the producer alive)."""
     shutdown_flush_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM, wait this long for the broker; whatever is still unacked goes to the spool."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from kis_stream.topics import raw_topic, subject
+from kis_stream.topics import marks_topic, raw_topic, subject
 from producer.avro import (
     ConfluentEncoder,
     compile_wire_encoder,
@@ -28,6 +28,7 @@ from producer.avro import (
 )
 from producer.catalogue import Catalogue
 from producer.frames_topic import encode_frame, frames_schema_text
+from producer.marks import confluent_header, mark_schema_text
 from producer.records import DecodeError, Record
 from producer.status import StatusEvent, encode_status, status_schema_text
 
@@ -51,6 +52,10 @@ class TopicNames:
     @property
     def status(self) -> str:
         return self.prefix + "status"
+
+    @property
+    def marks(self) -> str:
+        return marks_topic(self.prefix)
 
     def raw(self, tr_id: str) -> str:
         return raw_topic(tr_id, self.prefix)
@@ -109,12 +114,16 @@ class Codec:
         self._raw: dict[str, tuple[str, Callable[[Record], bytes]]] = {}
         self._frames_header = b""
         self._status_header = b""
+        self.mark_header = b""
+        """Confluent header of the receive marks (producer/marks.py), set by `prepare`."""
         self._dead_letter: ConfluentEncoder | None = None
 
     def prepare(self, tr_ids: Iterable[str]) -> None:
         frames_id = self._ids.register(subject(self.topics.frames), frames_schema_text())
         status_id = self._ids.register(subject(self.topics.status), status_schema_text())
         self._frames_header, self._status_header = _header(frames_id), _header(status_id)
+        marks_id = self._ids.register(subject(self.topics.marks), mark_schema_text())
+        self.mark_header = confluent_header(marks_id)
         schema = load_dead_letter_schema()
         dead_id = self._ids.register(subject(self.topics.dead_letter), _text(schema))
         self._dead_letter = ConfluentEncoder(schema, dead_id)

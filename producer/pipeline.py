@@ -27,6 +27,7 @@ from producer.catalogue import Catalogue
 from producer.codec import Codec
 from producer.frames import FrameDecoder, reason_code
 from producer.frames_topic import frame_key, frame_tr_id
+from producer.marks import ReceiveMarks
 from producer.metrics import ProducerMetrics
 from producer.record_file import FrameRecorder
 from producer.records import DecodeError
@@ -61,6 +62,7 @@ class Pipeline:
         decoder_factory: Callable[[], FrameDecoder] | None = None,
         max_backlog: int = 20_000,
         on_pickup: Callable[[int], None] | None = None,
+        marks: ReceiveMarks | None = None,
     ) -> None:
         self._sink = sink
         self._codec = codec
@@ -74,6 +76,9 @@ class Pipeline:
         self._max_backlog = max_backlog
         self._on_pickup = on_pickup
         """Called with each data frame's receive time as handling starts (benchmarks)."""
+        self._marks = marks
+        """Receive stamps (the sessions' `ReceiveMarks.stamp`): the frame's hold is released
+        once its messages are handed to the sink, which holds the stamp per message."""
         self._room = threading.Event()
         self._room.set()
         self._thread = threading.Thread(target=self._run, name="kis-pipeline", daemon=True)
@@ -158,6 +163,8 @@ class Pipeline:
     def _handle(self, item: object) -> None:
         if isinstance(item, tuple):
             self.handle_frame(item)
+            if self._marks is not None:
+                self._marks.settle(item[2])
         elif isinstance(item, StatusEvent):
             self.handle_status(item)
 

@@ -32,6 +32,7 @@ from producer.approval import ApprovalKeys
 from producer.catalogue import Catalogue, load_catalogue
 from producer.codec import Codec, SchemaIds, TopicNames
 from producer.health import HealthServer
+from producer.marks import MarkPublisher, ReceiveMarks
 from producer.metrics import ProducerMetrics
 from producer.pipeline import Pipeline
 from producer.plan import PlanError, SessionPlan, build_subscriptions, shard
@@ -96,6 +97,7 @@ def ensure_topics(
         topics.frames: {"retention.ms": str(settings.frames_retention_ms)},
         topics.status: {},
         topics.dead_letter: {"retention.ms": str(settings.frames_retention_ms)},
+        topics.marks: {"retention.ms": str(3600 * 1000)},  # only the latest marks matter
     }
     for spec in catalogue:
         wanted[topics.raw(spec.tr_id)] = {}
@@ -116,7 +118,7 @@ def ensure_topics(
         if (
             name in wanted
             and name.startswith(topics.prefix)
-            and name not in (topics.frames, topics.status, topics.dead_letter)
+            and name not in (topics.frames, topics.status, topics.dead_letter, topics.marks)
         ) and len(meta.partitions) != settings.topic_partitions:
             log.warning(
                 "raw topic has a different partition count than configured",
@@ -127,7 +129,12 @@ def ensure_topics(
                 },
             )
     missing = [
-        NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config)
+        NewTopic(
+            name,
+            1 if name == topics.marks else settings.topic_partitions,
+            settings.topic_replication,
+            config=config,
+        )
         for name, config in wanted.items()
         if name not in existing
     ]
@@ -190,6 +197,8 @@ class ProducerService:
         self.pipeline: Pipeline | None = None
         self.recorder: FrameRecorder | None = None
         self.health: HealthServer | None = None
+        self.marks: ReceiveMarks | None = None
+        self.mark_publisher: MarkPublisher | None = None
         self._lock: contextlib.ExitStack = contextlib.ExitStack()
         self._started = False
         self._stopped = False
@@ -239,6 +248,9 @@ class ProducerService:
         if spool.unread:  # records in flight at the last shutdown may have reached the broker
             skipped = drop_already_delivered(spool, dict(settings.kafka_client_config()))
             self.metrics.spool_already_delivered.inc(skipped)
+        if settings.producer_marks_interval_ms > 0:
+            not_raw = {self.topics.frames, self.topics.status, self.topics.dead_letter}
+            self.marks = ReceiveMarks(track=lambda topic: topic not in not_raw)
         config = producer_config(
             settings.kafka_client_config(),
             compression=settings.producer_compression,
@@ -253,7 +265,20 @@ class ProducerService:
             rejected_path=spool_dir / "rejected.jsonl",
             on_latency=self._on_latency,
             on_stats=self._on_stats,
+            marks=self.marks,
         )
+        if self.marks is not None:
+            sink, marks_topic = self.sink, self.topics.marks
+            self.mark_publisher = MarkPublisher(
+                self.marks,
+                lambda key, value: sink.produce_raw(marks_topic, key, value),
+                header=codec.mark_header,
+                interval_s=settings.producer_marks_interval_ms / 1000,
+                heartbeat_s=settings.producer_marks_heartbeat_s,
+                paused=lambda: sink.spooling,
+            )
+            log.info("receive marks", extra={"producer": self.mark_publisher.producer})
+            self.sink.publish_marks(self.mark_publisher)
         if self.record_file is not None:
             self.recorder = FrameRecorder(self.record_file)
         self.pipeline = Pipeline(
@@ -264,6 +289,7 @@ class ProducerService:
             recorder=self.recorder,
             max_backlog=settings.producer_backlog_frames,
             on_pickup=self._on_pickup,
+            marks=self.marks,
         )
         self.pipeline.start()
         if settings.metrics_port:
@@ -312,6 +338,7 @@ class ProducerService:
                 on_status=self._on_status,
                 on_state=self._on_state,
                 connect=self._connect,
+                marks=self.marks,
             )
             self.sessions.append(session)
         for session in self.sessions:

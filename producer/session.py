@@ -35,6 +35,7 @@ import websocket
 from kis_stream.logging import register_secret
 from kis_stream.settings import AppCredential, MarketHours
 from producer.approval import ApprovalError, ApprovalKeys
+from producer.marks import ReceiveMarks
 from producer.plan import SessionPlan, Subscription
 from producer.status import StatusEvent
 from producer.system import KisError, KisErrorCode, PingPong, SubscribeAck, parse_system
@@ -129,8 +130,12 @@ class Session:
         connect: Connect = websocket_connect,
         run_id: str | None = None,
         rng: random.Random | None = None,
+        marks: ReceiveMarks | None = None,
     ) -> None:
+        """``marks``: receive times are stamped through it and held until the pipeline has
+        handed the frame on (producer/marks.py); a message not passed on is settled here."""
         self.plan = plan
+        self._marks = marks
         self.name = plan.name
         self._credential = credential
         self._approvals = approvals
@@ -264,6 +269,9 @@ class Session:
         seq = 0
         last_data = time.monotonic()
         current_timeout = -1.0
+        marks = self._marks
+        stamp = _now_us if marks is None else marks.stamp
+        unstamp = (lambda received_at: None) if marks is None else marks.settle
         self._retry_due, self._retry_attempts = [], {}
         self._set_state(SessionState.SUBSCRIBING)
         while not self._stop.is_set():
@@ -302,13 +310,16 @@ class Session:
                 raise _Closed("connection closed by the server") from None
             except (OSError, websocket.WebSocketException) as exc:
                 raise _Closed(f"socket error: {type(exc).__name__}: {exc}") from None
-            received_at = _now_us()
+            received_at = stamp()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
+                unstamp(received_at)
                 raise _Closed("connection closed by the server")
             if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                unstamp(received_at)
                 continue
             raw = bytes(data) if not isinstance(data, bytes) else data
             if not raw:
+                unstamp(received_at)
                 continue
             self._last_message_at = received_at
             if raw[0] != 0x7B:  # not "{": a data frame, or junk for the dead-letter topic
@@ -318,6 +329,7 @@ class Session:
                 continue
             message = parse_system(raw)
             if isinstance(message, PingPong):
+                unstamp(received_at)
                 self._answer_ping(conn, message)
                 continue
             seq += 1

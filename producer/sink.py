@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from producer.marks import MarkPublisher, ReceiveMarks
 from producer.metrics import ProducerMetrics
 from producer.spool import Spool, SpoolMessage, SpoolOffset
 
@@ -77,7 +78,9 @@ class KafkaSink:
         rejected_path: Path | None = None,
         on_latency: Callable[[float], None] | None = None,
         on_stats: Callable[[str], None] | None = None,
+        marks: ReceiveMarks | None = None,
     ) -> None:
+        """``marks``: receive stamps held until acknowledged (producer/marks.py)."""
         if on_stats is not None:  # librdkafka's JSON statistics every second (benchmarks)
             config = {**config, "statistics.interval.ms": 1000, "stats_cb": on_stats}
         self._producer = Producer(
@@ -87,6 +90,8 @@ class KafkaSink:
         self._metrics = metrics
         self._rejected_path = rejected_path
         self._on_latency = on_latency
+        self._marks = marks
+        self._publisher: MarkPublisher | None = None
         self._spooling = spool.unread > 0  # a spool left behind is drained before new records
         self._gseq = itertools.count(1)  # produce order, for the purge at shutdown
         self._closing = False
@@ -118,9 +123,11 @@ class KafkaSink:
         time, which the purge at shutdown needs (librdkafka returns purged messages without
         a timestamp).
         """
+        marks = self._marks
+        tracked = marks is not None and marks.hold(received_at, len(messages))
         if not self._spooling:
             produce, timestamp = self._producer.produce, received_at // 1000
-            callback = partial(self._delivered, next(self._gseq), received_at, None)
+            callback = partial(self._delivered, next(self._gseq), received_at, None, tracked)
             queued = 0
             try:
                 for key, value in messages:
@@ -164,7 +171,9 @@ class KafkaSink:
                     msg.value,
                     msg.key,
                     timestamp=msg.received_at // 1000,
-                    on_delivery=partial(self._delivered, next(self._gseq), msg.received_at, offset),
+                    on_delivery=partial(
+                        self._delivered, next(self._gseq), msg.received_at, offset, True
+                    ),
                 )
             except BufferError:
                 self._next_pump = now + 0.05
@@ -189,21 +198,43 @@ class KafkaSink:
         return len(self._producer)
 
     # --- delivery reports ---
+    def produce_raw(self, topic: str, key: bytes, value: bytes) -> None:
+        """A message outside the spool and the marks (the marks themselves); BufferError if
+        librdkafka's queue is full."""
+        self._producer.produce(topic, value, key)
+
+    def publish_marks(self, publisher: MarkPublisher) -> None:
+        """Publish receive marks from the delivery thread, right after acknowledgements."""
+        self._publisher = publisher
+
     def _poll_loop(self) -> None:
+        poll = self._producer.poll
         while not self._stop_poll.is_set():
-            self._producer.poll(0.05)
+            publisher = self._publisher
+            if publisher is None:
+                poll(0.05)
+                continue
+            poll(min(0.05, max(0.001, publisher.due_in())))
+            if not self._closing:
+                publisher.maybe_publish()
 
     def _delivered(
         self,
         gseq: int,
         received_at: int,
         offset: SpoolOffset | None,
+        tracked: bool,
         err: KafkaError | None,
         msg: Message,
     ) -> None:
         if err is None:  # the hot path: one call per message
             if offset is not None:
                 self._spool.ack(offset)
+            marks = self._marks
+            if marks is not None:
+                at = msg.offset()
+                marks.acked(received_at, tracked, msg.topic() or "", msg.partition() or 0,
+                            -1 if at is None else at)  # fmt: skip
             latency = time.time() - received_at * 1e-6
             self._acks.observe(latency)
             if self._on_latency is not None:
@@ -211,6 +242,7 @@ class KafkaSink:
             return
         topic = msg.topic() or ""
         if err.code() in _PURGED or err.fatal():
+            # Not settled in the receive marks: these go to the spool, to be sent again.
             # Sorted at close by produce order: frame, then (a frame's messages sharing one
             # gseq) in-flight before queued, then report order, which librdkafka keeps per
             # partition -- so each partition's order is kept exactly.
@@ -226,6 +258,8 @@ class KafkaSink:
         self._reject(topic, msg, received_at, err)
         if offset is not None:
             self._spool.ack(offset)
+        if tracked and self._marks is not None:
+            self._marks.settle(received_at)  # refused for good: it will never be appended
 
     def _reject(self, topic: str, msg: Message, received_at: int, err: KafkaError) -> None:
         if self._rejected_path is None:
