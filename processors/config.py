@@ -66,10 +66,19 @@ class ProcessorSettings(BaseSettings):
     spread_max_age_ms: float = 5_000.0
     """Skip a KRX/NXT pair whose quotes were received further apart than this."""
     spread_settle: float = 1.0
-    """Seconds a trigger waits, once the other venue's partition is read to its end, for
-    records still in flight (then it pairs with what the other venue has). It must cover
-    the producer's receive-to-append tail: the other venue's quote received just before the
-    trigger can reach the broker later than the trigger (0.1 s was too short under load)."""
+    """Without receive marks: seconds a trigger waits, once the other venue's partition is
+    read to its end, for records still in flight (then it pairs with what the other venue
+    has). A wall-clock mitigation, not a guarantee: the other venue's quote received just
+    before the trigger can reach the broker later than the trigger (0.1 s was too short)."""
+    spread_marks: bool = True
+    """Decide held triggers by the producers' receive marks (`<prefix>producer.marks`, see
+    docs/streams.md): as soon as every live producer has acknowledged everything received up
+    to the trigger and the other venue is read that far. Without live marks (none published,
+    or off) the settle rule applies."""
+    spread_mark_timeout: float = 3.0
+    """Seconds without a mark after which a producer no longer counts (its heartbeat: 1 s)."""
+    spread_clock: float = 0.01
+    """Interval (seconds) of the timer that releases held triggers."""
     spread_max_wait: float = 60.0
     """Last resort (the brokers' end offsets cannot be read): seconds after which a trigger
     is paired with whatever has been read. A worker catching up on a backlog holds triggers

@@ -40,6 +40,7 @@ from faust.types import TP
 from kis_stream import topics
 from processors import faust_fixes
 from processors.inputs import Book, book_from
+from processors.spread_marks import MarkReader, MarkView, ProducerMarks
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -183,8 +184,15 @@ class SpreadJoin:
         max_wait_s: float = 60.0,
         settle_s: float = 0.1,
         committed: Committed | None = None,
+        marks: Callable[[], MarkView | None] | None = None,
+        venue_topics: Mapping[str, str] | None = None,
     ) -> None:
+        """``marks``: the live producers' receive marks (`ProducerMarks.view`), which decide
+        a held trigger as soon as they cover it; ``venue_topics``: each venue's topic, as
+        named in the marks."""
         self.store = store
+        self.marks: Callable[[], MarkView | None] = marks or (lambda: None)
+        self.venue_topics = dict(venue_topics or {})
         self.max_age_ms = max_age_ms
         self.max_wait_s = max_wait_s
         self.settle_s = settle_s
@@ -267,12 +275,28 @@ class SpreadJoin:
         return self._release(partition, wall)
 
     def waiting(self, wall: float) -> set[tuple[int, str]]:
-        """(partition, venue) pairs whose end offset would decide a trigger held past settle."""
+        """(partition, venue) pairs whose end offset would decide a held trigger: held past
+        the settle time without marks, or covered by the marks' watermark while no live
+        producer wrote that partition (then everything in it so far is before the trigger)."""
         out = set()
+        view = self.marks()
         for partition, queue in self.held.items():
-            if queue and queue[0].outcome is None and wall - queue[0].since >= self.settle_s:
-                out.add((partition, NXT if queue[0].venue == KRX else KRX))
+            if not queue or queue[0].outcome is not None:
+                continue
+            head = queue[0]
+            other = NXT if head.venue == KRX else KRX
+            if view is None:
+                if wall - head.since >= self.settle_s:
+                    out.add((partition, other))
+            elif view.watermark >= head.quote[RECEIVED_AT] and (
+                (self.venue_topics.get(other), partition) not in view.offsets
+            ):
+                out.add((partition, other))
         return out
+
+    def held_partitions(self) -> set[tuple[int, str]]:
+        """(partition, venue) pairs of the other venue of every partition holding triggers."""
+        return {(p, v) for p, queue in self.held.items() if queue for v in (KRX, NXT)}
 
     def expire(
         self,
@@ -354,20 +378,30 @@ class SpreadJoin:
     ) -> list[tuple[Any, SpreadOutcome]]:
         queue = self.held[partition]
         out = []
+        view: MarkView | None = None
+        asked = False  # the marks are asked for only when a trigger waits
         while queue:
             held = queue[0]
             if held.outcome is not None:
                 queue.popleft()
                 out.append((held.token, held.outcome))
                 continue
-            if not self._ready(held, wall, ends):
+            if not asked:
+                view, asked = self.marks(), True
+            if not self._ready(held, wall, ends, view):
                 break
             queue.popleft()
             self.held_times[(partition, held.venue)].popleft()  # released in order
             out.append((held.token, self.decide(held.symbol, held.venue, held.quote)))
         return out
 
-    def _ready(self, held: Held, wall: float, ends: Mapping[tuple[int, str], int] | None) -> bool:
+    def _ready(
+        self,
+        held: Held,
+        wall: float,
+        ends: Mapping[tuple[int, str], int] | None,
+        view: MarkView | None,
+    ) -> bool:
         other = (held.partition, NXT if held.venue == KRX else KRX)
         received_at = held.quote[RECEIVED_AT]
         if self.watermarks.get(other, -1) > received_at:
@@ -377,6 +411,22 @@ class SpreadJoin:
         waited = wall - held.since
         if waited >= self.max_wait_s and not self._known_behind(other):
             return True  # last resort: nothing says the other venue has more to read
+        if view is not None:
+            # The producers' marks: once every live producer has everything received up to
+            # the trigger on the broker, the other venue's partition holds all of its quotes
+            # before the trigger below their next offset (or below its end offset, read after
+            # the marks, if no live producer wrote it).
+            if view.watermark < received_at:
+                return False
+            target = view.offsets.get((self.venue_topics.get(other[1], ""), other[0]))
+            if target is None:
+                target = ends.get(other) if ends is not None else None
+                if target is None:
+                    return False
+            if self.last_offsets.get(other, -1) + 1 < target:
+                return False
+            self.quiet[other] = max(self.quiet.get(other, -1), received_at)
+            return True
         if waited < self.settle_s or ends is None or other not in ends:
             return False
         if self.last_offsets.get(other, -1) + 1 < ends[other]:
@@ -424,12 +474,19 @@ def register(p: Processors) -> None:
     def committed(partition: int, venue: str) -> int | None:
         return faust_fixes.committed_offset(p.app, TP(topic_of[venue], partition))
 
+    producer_marks = ProducerMarks(topic_of.values(), timeout_s=settings.spread_mark_timeout)
+    mark_reader = None
+    if settings.spread_marks:
+        marks_topic = topics.marks_topic(p.topology.prefix)
+        mark_reader = MarkReader(settings.kafka_client_config(), marks_topic, producer_marks)
     join = SpreadJoin(
         table,
         max_age_ms=settings.spread_max_age_ms,
         max_wait_s=settings.spread_max_wait,
         settle_s=settings.spread_settle,
         committed=committed,
+        marks=producer_marks.view if mark_reader is not None else None,
+        venue_topics=topic_of,
     )
     out = p.output(topics.SPREAD_KRX_NXT)
     in_order = asyncio.Lock()
@@ -489,14 +546,20 @@ def register(p: Processors) -> None:
 
     ends_reader = EndOffsets(settings.kafka_client_config())
 
-    @p.app.timer(interval=min(0.1, max(0.01, settings.spread_settle / 2)))
+    @p.app.task
+    async def start_mark_reader() -> None:
+        """Read the receive marks once the worker runs (not when the app is only built)."""
+        if mark_reader is not None:
+            mark_reader.start()
+
+    @p.app.timer(interval=settings.spread_clock)
     async def spread_release() -> None:
-        """Publish the triggers whose other venue is quiet (read to its end) or too slow."""
+        """Publish the triggers the producers' marks cover, or whose other venue is quiet
+        (read to its end) or too slow."""
         if not any(join.held.values()):
             return
         wanted = sorted(join.waiting(time.monotonic()))
         ends: dict[tuple[int, str], int] = {}
-        starts: dict[tuple[int, str], int] = {}
         if wanted:
             try:  # the brokers' end offsets now, not the last fetch's (which may be stale)
                 found = await asyncio.to_thread(
@@ -505,15 +568,18 @@ def register(p: Processors) -> None:
                 ends = {pv: end for pv, end in zip(wanted, found, strict=True) if end is not None}
             except Exception as exc:  # broker unreachable: the maximum wait still applies
                 stats.skip("end offsets unavailable", exc)
-            for partition, venue in wanted:  # where reading resumed after the last assignment
-                start = faust_fixes.sought_offset(p.app, TP(topic_of[venue], partition))
-                if start is not None:
-                    starts[(partition, venue)] = start
+        starts: dict[tuple[int, str], int] = {}
+        for partition, venue in join.held_partitions():  # where reading resumed after the
+            start = faust_fixes.sought_offset(p.app, TP(topic_of[venue], partition))  # last
+            if start is not None:  # assignment
+                starts[(partition, venue)] = start
         await finish(join.expire(time.monotonic(), ends, starts))
 
     @p.app.on_before_shutdown.connect
     async def close_ends_reader(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         ends_reader.close()
+        if mark_reader is not None and mark_reader.started:
+            mark_reader.close()
 
 
 class EndOffsets:
