@@ -31,7 +31,7 @@ from kis_stream import topics
 from processors import faust_fixes, faust_speed
 from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
-from processors.inputs import BOOK_FIELDS, LEVEL1_FIELDS, TRADE_FIELDS
+from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, LEVEL1_FIELDS, TRADE_FIELDS
 from processors.ordering import InOrder
 from processors.publish import Output
 from processors.topology import BARS_LATE_OUT, BARS_OUT
@@ -88,7 +88,7 @@ class Processors:
         self.decoder = AvroDecoder(self.registry)
         self.decoders = {
             "bars": AvroDecoder(self.registry, TRADE_FIELDS),
-            "imbalance": AvroDecoder(self.registry, BOOK_FIELDS),
+            "imbalance": AvroDecoder(self.registry, BOOK_FIELDS, columns=BOOK_COLUMNS),
             "spread": AvroDecoder(self.registry, LEVEL1_FIELDS),
         }
         self.encoders: dict[str, AvroEncoder] = {}
@@ -191,6 +191,14 @@ class Processors:
         """A raw record, or None (counted and logged) when the bytes are not one."""
         try:
             return self.decoders.get(stream, self.decoder).decode(data)
+        except WireError as exc:
+            self.stats[stream].skip("undecodable", exc)
+            return None
+
+    def decode_values(self, stream: str, data: Any) -> tuple[Any, ...] | None:
+        """The values of the stream decoder's `columns`, or None (counted, logged) on bad bytes."""
+        try:
+            return self.decoders[stream].values(data)
         except WireError as exc:
             self.stats[stream].skip("undecodable", exc)
             return None

@@ -19,7 +19,13 @@ import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from faust.serializers import codecs
 
-from processors.flat_avro import AvroBodyError, FlatWriter, compile_reader
+from processors.flat_avro import (
+    FlatWriter,
+    compile_reader,
+    compile_values_reader,
+    native_flat,
+    native_reader,
+)
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -60,14 +66,25 @@ class AvroDecoder:
     """Decodes values written with any schema the registry knows (raw TR topics).
 
     With `needed`, only the fields up to the last needed one are read (see
-    `truncate_fields`): the record then lacks the later fields.
+    `truncate_fields`): the record then lacks the later fields. With `columns`, `values`
+    gives just those fields' values as a tuple, in that order (None for a field the writer
+    schema lacks), reading up to the last of them. Flat schemas (every raw TR) are read by
+    kis_native's compiled reader when it is built, else by generated Python
+    (processors/flat_avro.py); both give the same values.
     """
 
-    def __init__(self, client: SchemaRegistryClient, needed: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        client: SchemaRegistryClient,
+        needed: frozenset[str] | None = None,
+        columns: tuple[str, ...] | None = None,
+    ) -> None:
         self.client = client
-        self.needed = needed
+        self.columns = columns
+        self.needed = frozenset(columns) if needed is None and columns is not None else needed
         self._schemas: dict[int, Any] = {}
         self._readers: dict[int, Callable[[bytes, int], dict[str, Any]]] = {}
+        self._values_readers: dict[int, Callable[[bytes, int], tuple[Any, ...]]] = {}
 
     def schema(self, schema_id: int) -> Any:
         parsed = self._schemas.get(schema_id)
@@ -80,22 +97,40 @@ class AvroDecoder:
             plain = truncate_fields(strip_logical_types(json.loads(text)), self.needed)
             parsed = fastavro.parse_schema(plain)
             self._schemas[schema_id] = parsed
-            reader = compile_reader(plain)
-            if reader is not None:  # flat records (every raw TR): the specialised reader
-                self._readers[schema_id] = reader
+            self._compile(schema_id, plain)
         return parsed
+
+    def _compile(self, schema_id: int, plain: Any) -> None:
+        """The specialised readers of a flat record schema (every raw TR); none otherwise."""
+        native = native_reader(plain)
+        reader = native.read_dict if native is not None else compile_reader(plain)
+        if reader is not None:
+            self._readers[schema_id] = reader
+        if self.columns is not None:
+            native = native_reader(plain, self.columns)
+            values = (
+                native.read if native is not None else compile_values_reader(plain, self.columns)
+            )
+            if values is not None:
+                self._values_readers[schema_id] = values
 
     def _fastavro(self, data: bytes, schema_id: int) -> Any:
         stream = io.BytesIO(data)
         stream.seek(_HEADER.size)
         return fastavro.schemaless_reader(stream, self.schema(schema_id), None)
 
-    def decode(self, data: bytes | None) -> dict[str, Any]:
+    @staticmethod
+    def _schema_id(data: bytes | None) -> int:
         if not data or len(data) < _HEADER.size:
             raise WireError("value too short for the Confluent wire format")
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise WireError(f"unknown magic byte {magic}")
+        return int(schema_id)
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        schema_id = self._schema_id(data)
+        assert data is not None
         reader = self._readers.get(schema_id)
         try:
             if reader is not None:
@@ -104,13 +139,27 @@ class AvroDecoder:
                 record = self._fastavro(data, schema_id)  # also compiles the reader
         except WireError:
             raise
-        except (AvroBodyError, IndexError, struct.error, UnicodeDecodeError) as exc:
-            raise WireError(f"undecodable Avro body: {exc}") from exc
-        except Exception as exc:  # truncated or foreign bytes: fastavro raises many types
+        except Exception as exc:  # truncated or foreign bytes: the readers raise many types
             raise WireError(f"undecodable Avro body: {exc}") from exc
         if not isinstance(record, dict):
             raise WireError("Avro value is not a record")
         return record
+
+    def values(self, data: bytes | None) -> tuple[Any, ...]:
+        """The values of `columns` (given at construction), in that order."""
+        columns = self.columns
+        if columns is None:
+            raise TypeError("values() needs the decoder's columns")
+        schema_id = self._schema_id(data)
+        assert data is not None
+        reader = self._values_readers.get(schema_id)
+        if reader is not None:
+            try:
+                return reader(data, _HEADER.size)
+            except Exception as exc:  # truncated or foreign bytes
+                raise WireError(f"undecodable Avro body: {exc}") from exc
+        record = self.decode(data)  # (not a flat schema, or its first value: compiles)
+        return tuple(map(record.get, columns))
 
 
 class AvroEncoder:
@@ -124,6 +173,8 @@ class AvroEncoder:
         self._parsed = fastavro.parse_schema(plain)
         self._flat = FlatWriter.compile(plain)
         self._header: bytes | None = None
+        self._native: Any = None
+        """kis_native's encoder of the schema (once registered), when it takes the schema."""
 
     def register(self) -> int:
         """Register (idempotent in the registry) and return the schema id."""
@@ -131,11 +182,20 @@ class AvroEncoder:
             self.subject, Schema(json.dumps(self.schema), "AVRO")
         )
         self._header = _HEADER.pack(MAGIC, schema_id)
+        self._native = native_encoder(self._flat, self._header)
         return schema_id
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
+        native = self._native
+        if native is not None:
+            try:
+                data: bytes = native.encode(record)
+            except (TypeError, KeyError, AttributeError, ValueError) as exc:
+                raise ValueError(f"record does not fit {self.subject}: {exc}") from exc
+            return data
         if self._header is None:
             self.register()
+            return self.encode(record)
         assert self._header is not None
         if self._flat is not None:
             buffer = bytearray(self._header)
@@ -148,6 +208,27 @@ class AvroEncoder:
         out.write(self._header)
         fastavro.schemaless_writer(out, self._parsed, record)
         return out.getvalue()
+
+
+_NATIVE_WRITE_KINDS = {"long": "long", "int": "long", "double": "double", "string": "string"}
+
+
+def native_encoder(flat: FlatWriter | None, header: bytes) -> Any:
+    """kis_native's encoder for a flat schema's writer (same bytes), or None.
+
+    None when the extension is not in use or the schema has a type it does not write
+    (booleans); the generated Python writer is used then.
+    """
+    module = native_flat()
+    if module is None or flat is None:
+        return None
+    fields = []
+    for name, base, nullable in flat.kinds:
+        kind = _NATIVE_WRITE_KINDS.get(base)
+        if kind is None:
+            return None
+        fields.append((name, kind, nullable, False))
+    return module.Encoder(header, fields, False)
 
 
 class FaustAvro(codecs.Codec):

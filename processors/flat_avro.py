@@ -65,10 +65,10 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
     while b & 0x80:
         b = buf[pos]
         pos += 1
+        if shift == 63 and b > 1:  # a 10th byte may hold one bit (as Avro's own readers)
+            raise AvroBodyError("varint beyond 64 bits")
         n |= (b & 0x7F) << shift
         shift += 7
-        if shift > 70:
-            raise AvroBodyError("varint longer than 10 bytes")
     return (n >> 1) ^ -(n & 1), pos
 
 
@@ -147,11 +147,8 @@ def _indent(code: str, spaces: int) -> str:
     return "".join(" " * spaces + line + "\n" for line in code.splitlines())
 
 
-def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes, int], dict[str, Any]] | None:
-    """`read(buf, pos) -> record` for a flat record schema, or None for other shapes."""
-    kinds = _field_kinds(schema, _READ_TYPES)
-    if not kinds:
-        return None
+def _reader_source(kinds: list[tuple[str, str, bool]], result: str) -> str:
+    """`def read(buf, pos)`: every field read into f0, f1, ... in order, then `result`."""
     lines = ["def read(buf, pos):\n"]
     for i, (_, base, nullable) in enumerate(kinds):
         value = _VALUE_CODE[base].replace("{t}", f"f{i}")
@@ -164,8 +161,11 @@ def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes, int], dict[str
             )
         else:
             lines.append(_indent(value, 4))
-    items = ", ".join(f"{name!r}: f{i}" for i, (name, _, _) in enumerate(kinds))
-    lines.append(f"    return {{{items}}}\n")
+    lines.append(f"    return {result}\n")
+    return "".join(lines)
+
+
+def _compile(source: str) -> Any:
     namespace: dict[str, Any] = {
         "read_long": read_long,
         "read_string": read_string,
@@ -174,9 +174,82 @@ def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes, int], dict[str
         "AvroBodyError": AvroBodyError,
     }
     # The source is generated from the schema's field types only (names are repr'd keys).
-    exec("".join(lines), namespace)
-    reader: Callable[[bytes, int], dict[str, Any]] = namespace["read"]
+    exec(source, namespace)
+    return namespace["read"]
+
+
+def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes, int], dict[str, Any]] | None:
+    """`read(buf, pos) -> record` for a flat record schema, or None for other shapes."""
+    kinds = _field_kinds(schema, _READ_TYPES)
+    if not kinds:
+        return None
+    items = ", ".join(f"{name!r}: f{i}" for i, (name, _, _) in enumerate(kinds))
+    reader: Callable[[bytes, int], dict[str, Any]] = _compile(_reader_source(kinds, f"{{{items}}}"))
     return reader
+
+
+def compile_values_reader(
+    schema: Mapping[str, Any], names: tuple[str, ...]
+) -> Callable[[bytes, int], tuple[Any, ...]] | None:
+    """`read(buf, pos) -> values` of `names`, in that order, for a flat record schema.
+
+    A name the (writer) schema lacks gives None; the schema's other fields are read past.
+    None for other shapes. Cheaper for the caller than a dict: values are indexed, not
+    looked up by name.
+    """
+    kinds = _field_kinds(schema, _READ_TYPES)
+    if not kinds:
+        return None
+    position = {name: i for i, (name, _, _) in enumerate(kinds)}
+    items = [f"f{position[name]}" if name in position else "None" for name in names]
+    reader: Callable[[bytes, int], tuple[Any, ...]] = _compile(
+        _reader_source(kinds, f"({', '.join(items)},)" if items else "()")
+    )
+    return reader
+
+
+# ------------------------------------------------------------------- the compiled reader
+
+FLAT_READER_API = 1
+"""kis_native's `FLAT_READER_API` this module uses (a build without it is not used)."""
+_NATIVE_KINDS = {
+    "long": "long",
+    "int": "long",
+    "double": "double",
+    "string": "string",
+    "array<string>": "string_array",
+}
+
+
+def native_flat() -> Any:
+    """kis_native when its FlatReader can be used (built, current, not turned off), or None.
+
+    The extension and `KIS_STREAM_PURE_PYTHON=1` are the producer's (producer/native.py).
+    """
+    from producer.native import native_module
+
+    module = native_module()
+    if module is None or getattr(module, "FLAT_READER_API", None) != FLAT_READER_API:
+        return None
+    return module
+
+
+def native_reader(schema: Mapping[str, Any], names: tuple[str, ...] | None = None) -> Any:
+    """kis_native's compiled reader of a flat schema (`read` -> values of `names`;
+    `read_dict` -> the record, with `names=None`), or None (other shapes, no extension).
+
+    Gives what `compile_values_reader` / `compile_reader` give, values and errors (a
+    ValueError where the Python reader raises AvroBodyError, IndexError, struct.error or
+    UnicodeDecodeError).
+    """
+    kinds = _field_kinds(schema, _READ_TYPES)
+    module = native_flat() if kinds else None
+    if module is None:
+        return None
+    keys = names if names is not None else tuple(name for name, _, _ in kinds)
+    slot = {name: i for i, name in enumerate(keys)}
+    fields = [(_NATIVE_KINDS[base], nullable, slot.get(name, -1)) for name, base, nullable in kinds]
+    return module.FlatReader(fields, list(keys))
 
 
 # ------------------------------------------------------------------------------- writing
@@ -263,6 +336,8 @@ class FlatWriter:
     def __init__(self, fields: list[tuple[str, Callable[[bytearray, Any], None], bool]]) -> None:
         self.fields = fields
         """(name, value writer, nullable) per field."""
+        self.kinds: list[tuple[str, str, bool]] = []
+        """(name, Avro type, nullable) per field (set by `compile`)."""
         self._write: Callable[[bytearray, Any], None] | None = None
 
     @classmethod
@@ -272,6 +347,7 @@ class FlatWriter:
             return None
         writer = cls([(name, _WRITERS[base], nullable) for name, base, nullable in kinds])
         writer._write = _compile_write(kinds)
+        writer.kinds = kinds
         return writer
 
     def write(self, out: bytearray, record: Mapping[str, Any]) -> None:

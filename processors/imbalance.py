@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 import faust
 
 from kis_stream import topics
-from processors.inputs import Book, book_from
+from processors.inputs import Book, book_from_values
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -130,12 +130,12 @@ def register(p: Processors) -> None:
     async def imbalance(stream: faust.StreamT[bytes]) -> None:
         async for event in p.events(stream):
             stats.inc("consumed")
-            record = p.decode("imbalance", event.value)
-            if record is None:
+            values = p.decode_values("imbalance", event.value)
+            if values is None:
                 continue
-            book = book_from(record)
+            book = book_from_values(values)
             if isinstance(book, str):
-                stats.skip(book, record.get("symbol"))
+                stats.skip(book, values[0])  # (the symbol)
                 continue
             await out.send(key=f"{book.symbol}|{book.venue}", value=imbalance_record(book))
             stats.inc("published")

@@ -182,34 +182,48 @@ def _level(price: int | None, qty: int | None) -> bool:
 
 _INT_OR_NONE = frozenset({int, type(None)})
 
+BOOK_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "venue",
+    "event_time",
+    "received_at",
+    *ASK_PRICES,
+    *BID_PRICES,
+    *ASK_QTYS,
+    *BID_QTYS,
+    "total_askp_rsqn",
+    "total_bidp_rsqn",
+)
+"""The raw book fields a `Book` is made of, in the order `book_from_values` takes them."""
 
-def _ints(record: Mapping[str, Any], names: tuple[str, ...]) -> tuple[int | None, ...]:
-    values = tuple(map(record.get, names))
-    if _INT_OR_NONE.issuperset(map(type, values)):  # (from the Avro decoder: always)
-        return values
-    return tuple(_int(v) for v in values)  # not from the Avro decoder: check each
+
+def book_from_values(values: tuple[Any, ...]) -> Book | str:
+    """`book_from` of the values of `BOOK_COLUMNS`, in that order (a decoder's `values`)."""
+    symbol, venue, event_time, received_at = values[0], values[1], values[2], values[3]
+    if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
+        return "no symbol or venue"
+    if not isinstance(received_at, int) or isinstance(received_at, bool):
+        return "no received_at"
+    levels = values[4:44]
+    if not _INT_OR_NONE.issuperset(map(type, levels)):  # (from the Avro decoder: never)
+        levels = tuple(_int(v) for v in levels)
+    return Book(
+        symbol,
+        venue,
+        _int(event_time),
+        received_at,
+        levels[0:10],
+        levels[10:20],
+        levels[20:30],
+        levels[30:40],
+        _int(values[44]),
+        _int(values[45]),
+    )
 
 
 def book_from(record: Mapping[str, Any]) -> Book | str:
     """A 10-level book snapshot, or the reason the record is not one."""
-    symbol, venue = record.get("symbol"), record.get("venue")
-    if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
-        return "no symbol or venue"
-    received_at = _int(record.get("received_at"))
-    if received_at is None:
-        return "no received_at"
-    return Book(
-        symbol=symbol,
-        venue=venue,
-        event_time=_int(record.get("event_time")),
-        received_at=received_at,
-        ask=_ints(record, ASK_PRICES),
-        bid=_ints(record, BID_PRICES),
-        ask_qty=_ints(record, ASK_QTYS),
-        bid_qty=_ints(record, BID_QTYS),
-        total_ask_qty=_int(record.get("total_askp_rsqn")),
-        total_bid_qty=_int(record.get("total_bidp_rsqn")),
-    )
+    return book_from_values(tuple(map(record.get, BOOK_COLUMNS)))
 
 
 BOOK_FIELDS = frozenset(
