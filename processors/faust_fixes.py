@@ -25,7 +25,14 @@ partition around a rebalance). What broke it, and the fix for each:
    offset; if it is not, the partition is read again from there once, and the gap counted
    (`head_gaps`, shown with the agents' offset gaps by the `/kis/` view).
 5. Acknowledgements left below a seek target slowed commits down (`forget_acks_below`).
-6. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
+6. Changelog records fetched and never delivered (`getmany`): Faust's `getmany` drops what a
+   fetch returned for a partition it does not read now (paused: a standby or recovering
+   changelog before its seek, a fetch begun while it was resumed) or when the flow stopped
+   meanwhile, after aiokafka's fetch position has moved past those records; changelog
+   partitions are not sought again until the next rebalance, so a standby table missed
+   them for good (the recovery seeks a standby, then resumes it one request later). They
+   are sought back to, unless something sought the partition since the fetch.
+7. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
@@ -52,6 +59,7 @@ _SOUGHT = "_kis_sought"
 _BASE = "_kis_base"
 _FIRST = "_kis_first"
 _HEAD_GAPS = "_kis_head_gaps"
+_FETCHED = "_kis_fetched"
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,35 @@ def sought_offset(app: faust.App, tp: TP) -> int | None:
     """Where Faust last sought `tp` to after an assignment (its committed offset then)."""
     sought: dict[TP, int] | None = app.consumer.__dict__.get(_SOUGHT)
     return sought.get(tp) if sought is not None else None
+
+
+async def read_undelivered_again(
+    consumer: Any, fetched: Mapping[Any, Any], delivered: Mapping[Any, int]
+) -> list[tuple[Any, int]]:
+    """Seek changelog partitions back to the records a fetch returned and Faust dropped.
+
+    `fetched`: the fetch's records per partition; `delivered`: the last offset `getmany`
+    handed on per partition. Only where the fetch position is still at or past the end of
+    the fetched records (nothing sought the partition since; a seek further on is undone,
+    which is safe for a changelog: recovery skips what it has already applied). The seeks.
+    """
+    changelogs = consumer.app.tables.changelog_topics
+    sought: list[tuple[Any, int]] = []
+    for tp, records in fetched.items():
+        if tp.topic not in changelogs or not records:
+            continue
+        last = delivered.get(tp)
+        dropped = [r.offset for r in records if last is None or r.offset > last]
+        position = _position(consumer, tp)
+        if not dropped or position is None or position <= records[-1].offset:
+            continue
+        key = TP(tp.topic, tp.partition)
+        if key not in consumer.assignment():
+            continue
+        await consumer.seek(key, dropped[0])
+        sought.append((key, dropped[0]))
+        log.info("%s: %d records fetched, not delivered: read again", key, len(dropped))
+    return sought
 
 
 def forget_acks_below(consumer: Any, targets: Mapping[Any, int | None]) -> None:
@@ -181,6 +218,12 @@ def apply() -> None:
     original_new_offset = cls._new_offset
     original_add_gap = cls._add_gap
     original_ack = cls.ack
+    original_wait_next_records = cls._wait_next_records
+
+    async def _wait_next_records(self: Any, timeout: float) -> Any:
+        records, active = await original_wait_next_records(self, timeout)
+        self.__dict__[_FETCHED] = records  # (for `getmany`: what Faust dropped of it)
+        return records, active
 
     def ack(self: Any, message: Any) -> bool:
         # Faust's stream acknowledges the events it *skips* without handing them to an agent:
@@ -287,8 +330,12 @@ def apply() -> None:
         snapshot = Counter(seeks)
         resought: set[Any] = set()
         read: dict[Any, int] = self.__dict__.setdefault("_kis_read", {})
+        self.__dict__.pop(_FETCHED, None)
+        delivered: dict[Any, int] = {}
         async for tp, message in original_getmany(self, timeout):
-            if tp.topic not in changelogs:
+            if tp.topic in changelogs:
+                delivered[tp] = message.offset
+            else:
                 if tp in held:  # a seek is coming
                     continue
                 if seeks["*"] != snapshot["*"] or seeks[tp] != snapshot[tp]:
@@ -316,6 +363,9 @@ def apply() -> None:
                     log.debug("%s: read %d after %d", tp, message.offset, last)
                 read[tp] = message.offset
             yield tp, message
+        fetched = self.__dict__.pop(_FETCHED, None)
+        if fetched:
+            await read_undelivered_again(self, fetched, delivered)
 
     def first_read(self: Any, tp: Any, offset: int) -> bool:
         """Check the first record read after a seek; False if records are missing before it."""
@@ -386,4 +436,5 @@ def apply() -> None:
     cls._new_offset = _new_offset
     cls._add_gap = _add_gap
     cls.ack = ack
+    cls._wait_next_records = _wait_next_records
     setattr(cls, _APPLIED, True)

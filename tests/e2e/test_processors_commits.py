@@ -4,11 +4,13 @@ Seen once in sessions 2/3: an input partition that received no records after a h
 stayed uncommitted behind its end on the worker owning it (a restart read it again). Here
 two workers of `kis-stream process --streams program` hand partitions over while some of
 them are idle, and the group's committed offsets must reach every partition's end.
-Records are undecodable bytes: the agent counts and acknowledges them like any record.
+KRX records are program updates (each one changes the tables: changelog traffic for the
+standbys); NXT records are undecodable bytes, which the agent counts and acknowledges.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,11 +25,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import Schema
+
+from processors.codec import registry_client
+from producer.avro import ConfluentEncoder, load_raw_schema
+from producer.catalogue import load_catalogue
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
 PARTITIONS = 2
 CATCH_UP_S = 60.0
+NOON_MS = 1_763_694_000_000  # 2025-11-21 12:00 KST
 SOUGHT = "sought to the group's committed offsets"  # (faust_fixes: once per rebalance)
 
 
@@ -38,10 +46,47 @@ def _create(bootstrap: str, names: list[str]) -> None:
         future.result(30)
 
 
-def _produce(bootstrap: str, topic: str, partition: int, count: int) -> None:
+class Updates:
+    """Program updates for the KRX topic (Confluent wire format), or junk for the others."""
+
+    def __init__(self, registry_url: str, krx: str) -> None:
+        schema = load_raw_schema("H0STPGM0")
+        registry = registry_client(registry_url)
+        schema_id = registry.register_schema(f"{krx}-value", Schema(json.dumps(schema), "AVRO"))
+        self.encoder = ConfluentEncoder(schema, schema_id)
+        self.columns = [f.column for f in load_catalogue()["H0STPGM0"].fields]
+        self.krx = krx
+        self.net = 0
+
+    def value(self, topic: str, partition: int) -> bytes:
+        if topic != self.krx:
+            return b"not avro"
+        self.net += 1
+        record: dict[str, Any] = dict.fromkeys(self.columns)
+        record.update(
+            tr_id="H0STPGM0",
+            venue="KRX",
+            session="s1",
+            seq=self.net,
+            index=0,
+            extra_fields=None,
+            event_time=NOON_MS,
+            received_at=self.net,
+            symbol=f"{partition:03d}{self.net % 7:03d}",
+            seln_cnqn=0,
+            shnu_cnqn=self.net,
+            seln_tr_pbmn=0,
+            shnu_tr_pbmn=self.net * 10,
+            ntby_cnqn=self.net,
+            ntby_tr_pbmn=self.net * 10,
+        )
+        return self.encoder.encode(record)
+
+
+def _produce(bootstrap: str, updates: Updates, topic: str, partition: int, count: int) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    for i in range(count):
-        producer.produce(topic, value=b"not avro %d" % i, key=b"k", partition=partition)
+    for _ in range(count):
+        producer.produce(topic, value=updates.value(topic, partition), partition=partition)
     assert producer.flush(30) == 0
 
 
@@ -136,9 +181,9 @@ def setup(services: Any, tmp_path: Path) -> Iterator[tuple[Workers, str, list[st
 class Feed:
     """Records to every partition of `topics` every 20 ms, until stopped."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, updates: Updates, topics: list[str]) -> None:
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-        self.topics = topics
+        self.updates, self.topics = updates, topics
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -147,7 +192,8 @@ class Feed:
         while not self.done.wait(0.02):
             for topic in self.topics:
                 for partition in range(PARTITIONS):
-                    self.producer.produce(topic, value=b"not avro", key=b"k", partition=partition)
+                    value = self.updates.value(topic, partition)
+                    self.producer.produce(topic, value=value, partition=partition)
             self.producer.poll(0)
 
     def stop(self) -> None:
@@ -174,15 +220,16 @@ def test_partitions_idle_after_a_hand_over_are_committed_to_their_end(
 ) -> None:
     workers, group, topics = setup
     krx, nxt = topics[0], topics[1]
+    updates = Updates(services.registry_url, krx)
     for topic in (krx, nxt):
         for partition in range(PARTITIONS):
-            _produce(services.bootstrap, topic, partition, 30)
+            _produce(services.bootstrap, updates, topic, partition, 30)
     workers.start("a")
     _wait_committed(services, workers, group, topics, "one worker")
 
     # Records arrive while the second worker joins (read, maybe not committed, by the first
     # when the partitions move), then none any more: every partition is idle after it.
-    feed = Feed(services.bootstrap, [krx, nxt])
+    feed = Feed(services.bootstrap, updates, [krx, nxt])
     try:
         workers.start("b")
         workers.wait_for("b", SOUGHT)
@@ -191,7 +238,7 @@ def test_partitions_idle_after_a_hand_over_are_committed_to_their_end(
     _wait_committed(services, workers, group, topics, "after the second worker joined")
 
     # The same when it leaves: everything goes back to the first worker.
-    feed = Feed(services.bootstrap, [krx, nxt])
+    feed = Feed(services.bootstrap, updates, [krx, nxt])
     try:
         time.sleep(1.0)
         workers.stop("b")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+import pytest
 from faust.types import TP, Message
 
 from processors import faust_fixes
@@ -96,10 +97,10 @@ def test_a_batch_read_by_two_agents_is_done_when_both_are() -> None:
     assert event.message.refcount == 0
 
 
-def _records(*offsets: int) -> list[Any]:
+def _records(*offsets: int, topic: str = TOPIC) -> list[Any]:
     return [
         SimpleNamespace(
-            topic=TOPIC,
+            topic=topic,
             partition=1,
             offset=offset,
             timestamp=0,
@@ -164,3 +165,101 @@ async def test_records_missing_after_a_seek_are_read_again_then_counted() -> Non
     assert faust_fixes.head_gaps(app) == 0
     assert [m.offset async for _, m in consumer.getmany(1.0)] == [35, 36]  # really from 35
     assert faust_fixes.head_gaps(app) == 1
+
+
+# ------------------------------------------------------- changelogs (standbys, recovery)
+
+CHANGELOG = "fixes-app-program_symbols-changelog"
+CL0, CL1 = TP(CHANGELOG, 0), TP(CHANGELOG, 1)
+
+
+def _changelog_reader(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, dict[TP, int], list[tuple[TP, int]]]:
+    """A consumer recovering CL0 (resumed) with CL1 paused; aiokafka's fetch positions."""
+    app, consumer = _consumer(name)
+    tables: Any = app.tables
+    tables._changelogs[CHANGELOG] = object()  # (a table's changelog topic)
+    positions: dict[TP, int] = {}
+    sought: list[tuple[TP, int]] = []
+
+    async def seek_in_aiokafka(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+        positions[tp] = offset
+
+    async def nothing_committed() -> dict[TP, int]:
+        return {}
+
+    monkeypatch.setattr(faust_fixes, "_position", lambda consumer, tp: positions.get(tp))
+    consumer._seek = seek_in_aiokafka
+    consumer.seek_to_committed = nothing_committed
+    consumer.highwater = lambda tp: 100
+    consumer.assignment = lambda: {CL0, CL1}
+    consumer.resume_flow()
+    consumer._active_partitions.add(CL0)
+    return consumer, positions, sought
+
+
+@pytest.mark.parametrize("flow", ["paused partition", "flow stopped"])
+async def test_changelog_records_fetched_and_dropped_are_read_again(
+    monkeypatch: pytest.MonkeyPatch, flow: str
+) -> None:
+    consumer, positions, sought = _changelog_reader(f"fixes-cl-{flow[0]}", monkeypatch)
+
+    async def fetched(active_partitions: Any, timeout: float) -> Any:
+        # The recovery sought the standby CL1 to 20 and resumes it one request later; a
+        # fetch begun for CL0 drained CL1's 20..24 (aiokafka returns every partition's
+        # records once Faust's set of partitions to read is emptied) ...
+        positions[CL1] = 25
+        if flow == "flow stopped":
+            consumer.stop_flow()  # ... or the flow stopped before Faust iterated the fetch
+        return {CL1: _records(20, 21, 22, 23, 24, topic=CHANGELOG)}
+
+    consumer._getmany = fetched
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == []  # Faust drops them
+    assert sought == [(CL1, 20)]  # Faust alone: never read (the standby table short)
+
+
+async def test_changelog_records_sought_over_since_the_fetch_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer, positions, sought = _changelog_reader("fixes-cl-sought", monkeypatch)
+
+    async def fetched_then_sought(active_partitions: Any, timeout: float) -> Any:
+        positions[CL1] = 0  # the recovery sought CL1 to 0 after this fetch drained 500..504
+        return {CL1: _records(500, 501, 502, 503, 504, topic=CHANGELOG)}
+
+    consumer._getmany = fetched_then_sought
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == []
+    assert sought == []  # (seeking to 500 would skip 0..499)
+
+    async def fetched_and_read(active_partitions: Any, timeout: float) -> Any:
+        positions[CL0] = 5
+        return {CL0: _records(0, 1, 2, 3, 4, topic=CHANGELOG)}
+
+    consumer._getmany = fetched_and_read
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == [0, 1, 2, 3, 4]
+    assert sought == []
+
+
+async def test_a_changelog_partition_becoming_active_is_recovered_from_its_start() -> None:
+    # What makes a standby's own gaps harmless with the memory store: a partition that was
+    # a standby here is recovered from the changelog's first offset, not from where the
+    # standby had read to (docs/streams.md, "Changelogs").
+    app = faust.App("fixes-recovery", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("program_symbols", default=None, partitions=2)
+    changelog = TP(table.changelog_topic.get_topic_name(), 1)
+    tables: Any = app.tables
+    recovery = tables.recovery
+    recovery.add_standby(table, changelog)
+    recovery.standby_offsets[changelog] = 500  # the standby had applied up to 500
+    app.assignor.assigned_actives = lambda: {changelog}  # type: ignore[method-assign]
+    app.assignor.assigned_standbys = lambda: set()  # type: ignore[method-assign]
+    await recovery.on_rebalance({changelog}, set(), set(), app.consumer_generation_id)
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    consumer = SimpleNamespace(earliest_offsets=earliest_offsets)
+    await recovery._build_offsets(consumer, recovery.active_tps, recovery.active_offsets, "a")
+    assert recovery.active_offsets[changelog] == -1  # read from offset 0 (Faust's "-1")
