@@ -227,6 +227,24 @@ class Processors:
                 if ack:
                     event.ack()
 
+    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[faust_speed.Records]:
+        """The agent's events as `Records`: each delivered batch's records at once.
+
+        For stateless agents (a record is a pure function of one input): the per-record
+        layers of `events` (an event object, an async step and an acknowledgement per
+        record) become one per batch. The records are acknowledged together when the agent
+        asks for the next batch (not if it raised), and watched for offset gaps.
+        """
+        guard = InOrder()
+        self.guards.append(guard)
+        async for delivered in cast(faust.Stream[bytes], stream).noack().events():
+            records = faust_speed.Records(delivered)
+            yield records
+            for message in records.messages[: records.taken]:
+                if not guard.check(message.tp, message.offset):
+                    self.agent_gaps += 1
+            records.ack()
+
     def active_partitions(self, topic_names: tuple[str, ...]) -> set[int]:
         """Partitions of these topics that this worker processes now."""
         return {

@@ -198,6 +198,54 @@ def unbatched(event: Any) -> Iterator[Any]:
         yield Delivered(message, batch, message is last)
 
 
+class Records:
+    """What a stateless agent takes at once: the records of one delivered event, in order.
+
+    Iterating gives each record's message (`value`, `topic`, `partition`, `offset`): a
+    batch's records, or the event's own message when it is not a batch. It stops once the
+    consumer's generation changed (as `unbatched`). `ack()` acknowledges them all together,
+    exactly as if each had been acknowledged through `unbatched` (the batch once every agent
+    reading it is done; nothing if the iteration was cut short: they are read again).
+    """
+
+    __slots__ = ("event", "messages", "taken")
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        value = event.value
+        self.messages: list[Any] = value.messages if isinstance(value, Batch) else [event.message]
+        self.taken = 0
+        """Records handed out so far."""
+
+    def __iter__(self) -> Iterator[Any]:
+        event = self.event
+        if not isinstance(event.value, Batch):  # (as unbatched: the event, unconditionally)
+            self.taken = 1
+            yield event.message
+            return
+        app = event.app
+        generation = event.message.generation_id
+        for message in self.messages:
+            if app.consumer_generation_id != generation:
+                return
+            self.taken += 1
+            yield message
+
+    def ack(self) -> None:
+        event = self.event
+        value = event.value
+        if not isinstance(value, Batch):
+            if self.taken:
+                event.ack()
+            return
+        if value.agents is None:  # first taken apart: Faust's conductor counted its channels
+            value.agents = max(1, getattr(event.message, "refcount", 1))
+        if self.taken == len(self.messages):
+            batch = BatchAck(event, self.messages)
+            batch.remaining = 1
+            batch.record_done()  # (as the last of them, through unbatched)
+
+
 def ends_batch(event: Any) -> bool:
     """Whether the agent gets no more records of `event`'s batch (its last, or cut short).
 

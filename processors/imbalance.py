@@ -7,6 +7,7 @@ side at level 1 (auctions, halts, VI) still gives a record, with the metrics nul
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
@@ -30,14 +31,14 @@ TICK_BANDS: tuple[tuple[int, int], ...] = (
 )
 
 
+_BAND_LOWERS = tuple(lower for lower, _ in TICK_BANDS)
+_BAND_TICKS = tuple(tick for _, tick in TICK_BANDS)
+
+
 def tick_size(price: float) -> int:
-    """The KRX tick size at `price` (the band containing it)."""
-    size = TICK_BANDS[0][1]
-    for lower, band_tick in TICK_BANDS:
-        if price < lower:
-            break
-        size = band_tick
-    return size
+    """The KRX tick size at `price` (the band containing it; below the first: its tick)."""
+    band = bisect_right(_BAND_LOWERS, price) - 1
+    return _BAND_TICKS[band if band > 0 else 0]
 
 
 def ticks_between(low: float, high: float) -> float:
@@ -66,12 +67,19 @@ def _ratio(bid: int, ask: int) -> float | None:
 
 
 def _depth(quantities: tuple[int | None, ...], levels: int) -> int:
-    head = quantities[:levels]
-    if None not in head:
-        full = cast("tuple[int, ...]", head)
-        if min(full, default=1) > 0:  # the usual full book: no Python-level loop
-            return sum(full)
-    return sum(q for q in head if q is not None and q > 0)
+    """Sum of the positive quantities of the first `levels` levels (missing ones count 0)."""
+    return sum(q for q in quantities[:levels] if q is not None and q > 0)
+
+
+def _depths(quantities: tuple[int | None, ...]) -> tuple[int, int]:
+    """(`_depth` over 5 levels, over 10 levels) of one side, in one pass for a full book."""
+    if len(quantities) == 10 and None not in quantities:
+        full = cast("tuple[int, ...]", quantities)
+        if min(full) > 0:
+            q0, q1, q2, q3, q4, q5, q6, q7, q8, q9 = full
+            five = q0 + q1 + q2 + q3 + q4  # (ints: the same sums in any order)
+            return five, five + q5 + q6 + q7 + q8 + q9
+    return _depth(quantities, 5), _depth(quantities, 10)
 
 
 def imbalance_record(book: Book) -> dict[str, Any]:
@@ -84,13 +92,23 @@ def imbalance_record(book: Book) -> dict[str, Any]:
     bid, ask = book.bid[0], book.ask[0]
     bid_qty, ask_qty = book.bid_qty[0], book.ask_qty[0]
     l1 = depth5 = depth10 = total = mid = microprice = spread = ticks = bps = None
-    if book.has_bid and book.has_ask:
-        assert bid is not None and ask is not None and bid_qty is not None and ask_qty is not None
+    if (
+        bid is not None
+        and bid > 0
+        and bid_qty is not None
+        and bid_qty > 0
+        and ask is not None
+        and ask > 0
+        and ask_qty is not None
+        and ask_qty > 0
+    ):  # (book.has_bid and book.has_ask, inline: once per input)
         mid = (bid + ask) / 2
         spread = ask - bid
-        l1 = _ratio(bid_qty, ask_qty)
-        depth5 = _ratio(_depth(book.bid_qty, 5), _depth(book.ask_qty, 5))
-        depth10 = _ratio(_depth(book.bid_qty, 10), _depth(book.ask_qty, 10))
+        l1 = (bid_qty - ask_qty) / (bid_qty + ask_qty)
+        bid5, bid10 = _depths(book.bid_qty)
+        ask5, ask10 = _depths(book.ask_qty)
+        depth5 = _ratio(bid5, ask5)
+        depth10 = _ratio(bid10, ask10)
         total_bid, total_ask = book.total_bid_qty, book.total_ask_qty
         if total_bid is not None and total_ask is not None and total_bid >= 0 <= total_ask:
             total = _ratio(total_bid, total_ask)
@@ -128,14 +146,18 @@ def register(p: Processors) -> None:
 
     @p.app.agent(p.raw_input(*p.topology.inputs("imbalance")), name="imbalance", concurrency=1)
     async def imbalance(stream: faust.StreamT[bytes]) -> None:
-        async for event in p.events(stream):
-            stats.inc("consumed")
-            values = p.decode_values("imbalance", event.value)
-            if values is None:
-                continue
-            book = book_from_values(values)
-            if isinstance(book, str):
-                stats.skip(book, values[0])  # (the symbol)
-                continue
-            await out.send(key=f"{book.symbol}|{book.venue}", value=imbalance_record(book))
-            stats.inc("published")
+        decode = p.decode_values
+        async for records in p.batches(stream):  # (stateless: a batch's records at once)
+            published = 0
+            for message in records:
+                values = decode("imbalance", message.value)
+                if values is None:
+                    continue
+                book = book_from_values(values)
+                if isinstance(book, str):
+                    stats.skip(book, values[0])  # (the symbol)
+                    continue
+                await out.send(key=f"{book.symbol}|{book.venue}", value=imbalance_record(book))
+                published += 1
+            stats.inc("consumed", records.taken)
+            stats.inc("published", published)
