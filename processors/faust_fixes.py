@@ -126,9 +126,11 @@ async def read_undelivered_again(
         if tp.topic not in changelogs or not records:
             continue
         last = delivered.get(tp)
+        if last is not None and last >= records[-1].offset:
+            continue  # (all delivered: the usual case)
         dropped = [r.offset for r in records if last is None or r.offset > last]
         position = _position(consumer, tp)
-        if not dropped or position is None or position <= records[-1].offset:
+        if position is None or position <= records[-1].offset:
             continue
         key = TP(tp.topic, tp.partition)
         if key not in consumer.assignment():
