@@ -133,9 +133,13 @@ async def read_undelivered_again(
         if position is None or position <= records[-1].offset:
             continue
         key = TP(tp.topic, tp.partition)
-        if key not in consumer.assignment():
+        try:
+            if key not in consumer.assignment():
+                continue
+            await consumer.seek(key, dropped[0])
+        except Exception as exc:  # (revoked meanwhile, in the consumer's thread)
+            log.info("%s: not sought back to %d: %r", key, dropped[0], exc)
             continue
-        await consumer.seek(key, dropped[0])
         sought.append((key, dropped[0]))
         log.info("%s: %d records fetched, not delivered: read again", key, len(dropped))
     return sought

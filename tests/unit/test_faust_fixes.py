@@ -263,3 +263,21 @@ async def test_a_changelog_partition_becoming_active_is_recovered_from_its_start
     consumer = SimpleNamespace(earliest_offsets=earliest_offsets)
     await recovery._build_offsets(consumer, recovery.active_tps, recovery.active_offsets, "a")
     assert recovery.active_offsets[changelog] == -1  # read from offset 0 (Faust's "-1")
+
+
+async def test_a_changelog_partition_revoked_meanwhile_is_not_sought_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer, positions, sought = _changelog_reader("fixes-cl-revoked", monkeypatch)
+
+    async def revoked_in_the_thread(tp: TP, offset: int) -> None:
+        raise RuntimeError("No current assignment for partition")  # (aiokafka's seek)
+
+    async def fetched(active_partitions: Any, timeout: float) -> Any:
+        positions[CL1] = 25
+        return {CL1: _records(20, 21, 22, 23, 24, topic=CHANGELOG)}
+
+    consumer._seek = revoked_in_the_thread
+    consumer._getmany = fetched
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == []  # (no crash)
+    assert sought == []
