@@ -28,7 +28,7 @@ import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from kis_stream import topics
-from processors import faust_fixes, faust_speed
+from processors import faust_fixes, faust_speed, fetch_wait
 from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, LEVEL1_FIELDS, TRADE_FIELDS
@@ -76,7 +76,10 @@ class Processors:
         partitions: Mapping[str, int],
         registry: SchemaRegistryClient | None = None,
     ) -> None:
+        if settings.batch_delivery:  # (before faust_fixes, which wraps Faust's getmany)
+            faust_speed.apply_lean_getmany()
         faust_fixes.apply()
+        fetch_wait.apply(settings.fetch_max_wait_ms)
         if settings.inline_delivery:
             faust_speed.apply()
         if settings.batch_delivery:  # (after faust_fixes: it counts seeks on top of them)

@@ -379,6 +379,61 @@ def batch_message(tp: TP, messages: list[Any]) -> ConsumerMessage:
     )
 
 
+_FAUST_GETMANY = faust_consumer.Consumer.getmany
+_LEAN_APPLIED = "_kis_stream_lean_getmany"
+
+
+async def lean_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+    """Faust's `Consumer.getmany` (0.15.3) with the partition's end offset tracked once.
+
+    Faust reads the partition's high watermark from the consumer thread's aiokafka client
+    and hands it to the monitor (lag display only) for every record; here once per partition
+    and fetch, before the partition's first record. Records, their order (Faust's
+    round-robin scheduler) and the flow/generation checks are Faust's.
+    """
+    records, active_partitions = await self._wait_next_records(timeout)
+    generation_id = self.app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+    records_it = self.scheduler.iterate(records)
+    to_message = self._to_message
+    app = self.app
+    buffered = self._buffered_partitions
+    tracked: set[TP] = set()
+    if self.flow_active:
+        for tp, record in records_it:
+            if not self.flow_active:
+                break
+            if app.consumer_generation_id != generation_id:
+                break
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                if tp not in tracked:
+                    tracked.add(tp)
+                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
+    else:
+        try:
+            await self.perform_seek()
+        except Exception as ex:
+            self.log.warning(f"exception performing seek when flow not active {ex}")
+
+
+def apply_lean_getmany() -> bool:
+    """Install `lean_getmany` in place of Faust's own (idempotent); False if it is wrapped.
+
+    Must run before processors.faust_fixes wraps `getmany`: only Faust's own function is
+    replaced, never a wrapper of it (then nothing changes).
+    """
+    cls: Any = faust_consumer.Consumer
+    if getattr(cls, _LEAN_APPLIED, False):
+        return True
+    if cls.getmany is not _FAUST_GETMANY:
+        return False
+    cls.getmany = lean_getmany
+    setattr(cls, _LEAN_APPLIED, True)
+    return True
+
+
 def apply_batches() -> None:
     """Patch Faust's consumer for batch delivery once per process (idempotent).
 
