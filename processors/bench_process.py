@@ -14,11 +14,16 @@ format, the producer's encoder) are written straight into the raw topics, and on
   a consumer receiving the derived record. For bars it is the delay of each bar after the
   end of its (wall-clock-aligned) second. Above the worker's throughput a backlog builds up
   and the latency grows with the run's length.
+
+The bench stands in for the producer, so it publishes receive marks as the producer does
+(producer/marks.py: records stamped, held until acknowledged, marks from the thread that
+serves the delivery callbacks): the spread's latency is that of the deployed design.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -28,11 +33,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema
 
@@ -42,11 +48,78 @@ from processors.inputs import DAY_MS, KST_OFFSET_MS
 from processors.topology import INPUT_TRS, Topology
 from producer.avro import ConfluentEncoder, load_raw_schema
 from producer.catalogue import load_catalogue
+from producer.marks import MarkPublisher, ReceiveMarks, confluent_header, mark_schema_text
 
 SYMBOLS = tuple(f"{i:06d}" for i in range(5930, 5930 + 20))
 PARTITIONS = 3
 
 Raw = tuple[str, bytes, bytes]  # topic, key, value
+
+
+class BenchClock:
+    """Strictly increasing receive times: synthetic ones for the backlog (`source`), then the
+    wall clock (every latency sample is looked up by its receive time)."""
+
+    def __init__(self, source: Callable[[], int]) -> None:
+        self.source = source
+        self.last = 0
+
+    def __call__(self) -> int:
+        self.last = max(self.last + 1, self.source())
+        return self.last
+
+
+def wall_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+class MarkedProducer:
+    """The bench's raw-record writer, acting as the producer: receive marks included."""
+
+    def __init__(self, bootstrap: str, marks_topic: str, header: bytes, clock: BenchClock) -> None:
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 2_000_000,
+            }
+        )
+        self.clock = clock
+        self.marks = ReceiveMarks(clock=clock)
+        send = partial(self._send_mark, marks_topic)
+        self.publisher = MarkPublisher(self.marks, send, header=header, interval_s=0.02)
+
+    def _send_mark(self, topic: str, key: bytes, value: bytes) -> None:
+        self.producer.produce(topic, value, key)
+
+    def stamp(self) -> int:
+        return self.marks.stamp()
+
+    def produce(self, raw: Raw, received_at: int) -> None:
+        """Produce a record stamped by `stamp` (its receive time); the stamp is released."""
+        topic, key, value = raw
+        self.marks.hold(received_at)
+        callback = partial(self._delivered, received_at)
+        self.producer.produce(topic, value, key, on_delivery=callback)
+        self.marks.settle(received_at)
+
+    def _delivered(self, received_at: int, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            at = msg.offset()
+            self.marks.acked(
+                received_at, True, msg.topic() or "", msg.partition() or 0, -1 if at is None else at
+            )
+        elif not err.retriable():
+            self.marks.settle(received_at)
+
+    def pump(self) -> None:
+        """Delivery callbacks, then a mark if one is due (the same thread: consistent)."""
+        self.producer.poll(0)
+        self.publisher.maybe_publish()
+
+    def flush(self, timeout: float) -> None:
+        self.producer.flush(timeout)
+        self.publisher.maybe_publish()
 
 
 class RawWriter:
@@ -246,28 +319,33 @@ def run_stream(
     tag = uuid.uuid4().hex[:6]
     topology = Topology(f"bench{tag}.", f"bench-{stream}-{tag}")
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    marks_topic = topics.marks_topic(topology.prefix)
     for future in admin.create_topics(
         [NewTopic(name, PARTITIONS, 1) for name in topology.inputs(stream)]
+        + [NewTopic(marks_topic, 1, 1)]
     ).values():
         future.result(30)
     writer, market = RawWriter(registry, topology), Market()
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 2_000_000}
+    marks_id = writer.registry.register_schema(
+        topics.subject(marks_topic), Schema(mark_schema_text(), "AVRO")
     )
-    # Throughput: the backlog is in the topics before the worker starts.
+    # Throughput: the backlog is in the topics before the worker starts, 1 ms of event time
+    # per event, an hour ago; the latency runs then stamp on the wall clock.
     t0_us = (int(time.time()) - 3_600) * 1_000_000
-    step = iter(range(t0_us, t0_us + n * 1_000, 1_000))  # 1 ms of event time per event
-    for topic, key, value in events(stream, writer, market, n, lambda: next(step)):
-        producer.produce(topic, value, key)
-        producer.poll(0)
+    clock = BenchClock(partial(next, itertools.count(t0_us, 1_000)))
+    writer_producer = MarkedProducer(bootstrap, marks_topic, confluent_header(marks_id), clock)
+    for raw in events(stream, writer, market, n, writer_producer.stamp):
+        writer_producer.produce(raw, clock.last)
+        writer_producer.pump()
     if stream == "bars":  # one later tick per symbol closes every open bar by event time
         late_us = t0_us + n * 1_000 + 5_000_000
         for symbol in SYMBOLS:
             for tr_id in INPUT_TRS["bars"]:
-                producer.produce(
-                    *_kv(writer.raw(tr_id, symbol, market.trade(symbol, late_us, late_us // 1000)))
-                )
-    producer.flush(60)
+                at = writer_producer.stamp()
+                fields = market.trade(symbol, late_us, late_us // 1000)
+                writer_producer.produce(writer.raw(tr_id, symbol, fields), at)
+    writer_producer.flush(60)
+    clock.source = wall_us
     outputs = topology.outputs(stream)[:1]
     consumer = Consumer(
         {
@@ -288,6 +366,7 @@ def run_stream(
         # Generous: on a loaded machine a worker may manage only a few hundred events/s.
         deadline = time.monotonic() + 120 + n / 100
         while time.monotonic() < deadline:
+            writer_producer.pump()  # heartbeat marks: the worker starts reading them late
             message = consumer.poll(0.2)
             if message is None or message.error():
                 if count and time.monotonic() - idle_since > 10:
@@ -307,7 +386,9 @@ def run_stream(
         cpu = cpu_last - cpu_first if cpu_first is not None and cpu_last is not None else None
         latency = {}
         for rate in rates:  # lowest first: a backlog left by an overload would skew the next
-            values = _latency(stream, writer, market, producer, consumer, decoder, rate, seconds)
+            values = _latency(
+                stream, writer, market, writer_producer, consumer, decoder, rate, seconds
+            )
             latency[f"{rate:g}"] = _percentiles(values)
     consumer.close()
     return {
@@ -322,16 +403,11 @@ def run_stream(
     }
 
 
-def _kv(raw: Raw) -> tuple[str, bytes, bytes]:
-    topic, key, value = raw
-    return topic, value, key
-
-
 def _latency(
     stream: str,
     writer: RawWriter,
     market: Market,
-    producer: Producer,
+    producer: MarkedProducer,
     consumer: Consumer,
     decoder: AvroDecoder,
     rate: float,
@@ -361,29 +437,25 @@ def _latency(
             if sent is not None:
                 latencies.append((arrived - sent) * 1000)
 
-    last_us = 0
     run_start_ms = int(time.time() * 1000)
-
-    def clock() -> int:
-        nonlocal last_us
-        last_us = max(last_us + 1, int(time.time() * 1_000_000))
-        return last_us
-
     start = time.monotonic()
     interval = 1 / rate
-    generated = events(stream, writer, market, int(rate * seconds), clock)
-    for i, (topic, key, value) in enumerate(generated):
+    generated = events(stream, writer, market, int(rate * seconds), producer.stamp)
+    for i, raw in enumerate(generated):
+        received_at = producer.clock.last
         due = start + i * interval
         while time.monotonic() < due:
             observe(0)
+            producer.pump()
             time.sleep(min(0.0005, max(0.0, due - time.monotonic())))
-        sent_at[last_us] = time.time()
-        producer.produce(topic, value, key)
-        producer.poll(0)
+        sent_at[received_at] = time.time()
+        producer.produce(raw, received_at)
+        producer.pump()
     producer.flush(30)
     drain_until = time.monotonic() + 5
     while time.monotonic() < drain_until:
         observe(0.1)
+        producer.pump()
     return latencies
 
 

@@ -84,6 +84,10 @@ class ProcessorSettings(BaseSettings):
     is paired with whatever has been read. A worker catching up on a backlog holds triggers
     until the other venue's topic has caught up too, which can take a while."""
 
+    fetch_max_wait_ms: int = 100
+    """How long a fetch waits at the broker for data (Faust hard-codes 1,500 ms, which held
+    one book topic's partition back for up to 1.5 s: processors/fetch_wait.py)."""
+
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""
     replication: int = 1

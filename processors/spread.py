@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -192,6 +192,8 @@ class SpreadJoin:
         named in the marks."""
         self.store = store
         self.marks: Callable[[], MarkView | None] = marks or (lambda: None)
+        self.released: Counter[str] = Counter()
+        """Held triggers decided, by the rule that released them (shown with the counters)."""
         self.venue_topics = dict(venue_topics or {})
         self.max_age_ms = max_age_ms
         self.max_wait_s = max_wait_s
@@ -410,6 +412,7 @@ class SpreadJoin:
             return True
         waited = wall - held.since
         if waited >= self.max_wait_s and not self._known_behind(other):
+            self.released["max wait"] += 1
             return True  # last resort: nothing says the other venue has more to read
         if view is not None:
             # The producers' marks: once every live producer has everything received up to
@@ -426,6 +429,7 @@ class SpreadJoin:
             if self.last_offsets.get(other, -1) + 1 < target:
                 return False
             self.quiet[other] = max(self.quiet.get(other, -1), received_at)
+            self.released["marks"] += 1
             return True
         if waited < self.settle_s or ends is None or other not in ends:
             return False
@@ -433,6 +437,7 @@ class SpreadJoin:
             return False
         # Read to its end: what the other venue writes from now on is received after this.
         self.quiet[other] = max(self.quiet.get(other, -1), received_at)
+        self.released["settle"] += 1
         return True
 
     def _known_behind(self, mark: tuple[int, str]) -> bool:
@@ -574,6 +579,10 @@ def register(p: Processors) -> None:
             if start is not None:  # assignment
                 starts[(partition, venue)] = start
         await finish(join.expire(time.monotonic(), ends, starts))
+        for rule, n in join.released.items():
+            stats.counts[f"released by {rule}"] = n
+        view = producer_marks.view()
+        stats.counts["producers with live marks"] = view.producers if view is not None else 0
 
     @p.app.on_before_shutdown.connect
     async def close_ends_reader(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
