@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema
 
@@ -109,6 +109,13 @@ def _lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
         return lag
     finally:
         consumer.close()
+
+
+def _lag_or_unknown(bootstrap: str, group: str, topics: list[str]) -> dict[str, Any]:
+    try:
+        return _lag(bootstrap, group, topics)
+    except KafkaException as exc:  # (e.g. NOT_COORDINATOR while the group's is being loaded)
+        return {"unknown": str(exc)}
 
 
 class Workers:
@@ -206,7 +213,7 @@ def _wait_committed(
     services: Any, workers: Workers, group: str, topics: list[str], what: str
 ) -> None:
     deadline = time.monotonic() + CATCH_UP_S
-    while lag := _lag(services.bootstrap, group, topics):
+    while lag := _lag_or_unknown(services.bootstrap, group, topics):
         for name, proc in workers.procs.items():
             assert proc.poll() is None or name in workers.stopped, workers.tail(name)
         if time.monotonic() > deadline:
