@@ -36,7 +36,8 @@ class MarkView:
     watermark: int
     """The lowest watermark: everything received at or before it is on the broker."""
     offsets: dict[tuple[str, int], int]
-    """(topic, partition) -> the highest next offset any live producer acknowledged there."""
+    """(topic, partition) -> the highest next offset any producer acknowledged there (the
+    live ones, and those gone quiet within the last ten timeouts)."""
     producers: int
 
 
@@ -85,8 +86,10 @@ class ProducerMarks:
         alive = {p: (at, m) for p, (at, m) in latest.items() if now - at < self.timeout_s}
         view = None
         if alive:
+            # Offsets also from producers gone quiet recently: their last records may still
+            # be unread here, and a live producer's next offset can be below them.
             offsets: dict[tuple[str, int], int] = {}
-            for _, mark in alive.values():
+            for _, mark in latest.values():
                 for tp, next_offset in mark.offsets.items():
                     if next_offset > offsets.get(tp, -1):
                         offsets[tp] = next_offset
