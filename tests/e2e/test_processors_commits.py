@@ -2,8 +2,9 @@
 
 Seen once in sessions 2/3: an input partition that received no records after a hand-over
 stayed uncommitted behind its end on the worker owning it (a restart read it again). Here
-two workers of `kis-stream process --streams program` hand partitions over while some of
-them are idle, and the group's committed offsets must reach every partition's end.
+workers of `kis-stream process --streams program` hand partitions over (a worker joins,
+leaves, is killed) while records arrive, which then stop (every partition idle after the
+hand-over), and the group's committed offsets must reach every partition's end each time.
 KRX records are program updates (each one changes the tables: changelog traffic for the
 standbys); NXT records are undecodable bytes, which the agent counts and acknowledges.
 """
@@ -145,6 +146,13 @@ class Workers:
                 proc.kill()
                 proc.wait()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL: no commit, no flush; the group hands its partitions over after the
+        session timeout."""
+        self.stopped.add(name)
+        self.procs[name].kill()
+        self.procs[name].wait()
+
     def wait_for(self, name: str, text: str, timeout: float = 90.0) -> None:
         """Until the worker's log shows `text` (e.g. it took part in a rebalance)."""
         deadline = time.monotonic() + timeout
@@ -252,3 +260,14 @@ def test_partitions_idle_after_a_hand_over_are_committed_to_their_end(
     finally:
         feed.stop()
     _wait_committed(services, workers, group, topics, "after the second worker left")
+
+    # A worker killed while records arrive: its partitions go back after the session timeout.
+    workers.start("c")
+    workers.wait_for("c", SOUGHT)
+    feed = Feed(services.bootstrap, updates, [krx, nxt])
+    try:
+        time.sleep(1.5)
+        workers.kill("c")
+    finally:
+        feed.stop()
+    _wait_committed(services, workers, group, topics, "after a worker was killed")
