@@ -198,14 +198,6 @@ class Processors:
             self.stats[stream].skip("undecodable", exc)
             return None
 
-    def decode_values(self, stream: str, data: Any) -> tuple[Any, ...] | None:
-        """The values of the stream decoder's `columns`, or None (counted, logged) on bad bytes."""
-        try:
-            return self.decoders[stream].values(data)
-        except WireError as exc:
-            self.stats[stream].skip("undecodable", exc)
-            return None
-
     async def events(
         self,
         stream: faust.StreamT[bytes],

@@ -29,6 +29,7 @@ from processors.flat_avro import (
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+_SCHEMA_ID = struct.Struct(">I")
 
 
 class WireError(ValueError):
@@ -150,6 +151,13 @@ class AvroDecoder:
         columns = self.columns
         if columns is None:
             raise TypeError("values() needs the decoder's columns")
+        if data and len(data) >= _HEADER.size and data[0] == MAGIC:  # (the usual case, inline)
+            reader = self._values_readers.get(_SCHEMA_ID.unpack_from(data, 1)[0])
+            if reader is not None:
+                try:
+                    return reader(data, _HEADER.size)
+                except Exception as exc:  # truncated or foreign bytes
+                    raise WireError(f"undecodable Avro body: {exc}") from exc
         schema_id = self._schema_id(data)
         assert data is not None
         reader = self._values_readers.get(schema_id)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import faust
 
 from kis_stream import topics
+from processors.codec import WireError
 from processors.inputs import Book, book_from_values
 
 if TYPE_CHECKING:
@@ -146,12 +147,14 @@ def register(p: Processors) -> None:
 
     @p.app.agent(p.raw_input(*p.topology.inputs("imbalance")), name="imbalance", concurrency=1)
     async def imbalance(stream: faust.StreamT[bytes]) -> None:
-        decode = p.decode_values
+        values_of = p.decoders["imbalance"].values
         async for records in p.batches(stream):  # (stateless: a batch's records at once)
             published = 0
             for message in records:
-                values = decode("imbalance", message.value)
-                if values is None:
+                try:
+                    values = values_of(message.value)
+                except WireError as exc:
+                    stats.skip("undecodable", exc)
                     continue
                 book = book_from_values(values)
                 if isinstance(book, str):

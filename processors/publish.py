@@ -82,7 +82,9 @@ class Output:
             # The partition's open batch takes the record: no future per record (aiokafka
             # makes and resolves one per message); the batch's own future is watched.
             batch = pending[-1]
-            added = batch._builder.append(timestamp=None, key=key_bytes, value=data, headers=[])
+            added = batch._builder.append(
+                timestamp=None, key=key_bytes, value=data, headers=_NO_HEADERS
+            )
             if added is not None:
                 self.sent += 1
                 if self._watched.get(tp) is not batch:
