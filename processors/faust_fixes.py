@@ -122,6 +122,8 @@ async def read_undelivered_again(
     """
     changelogs = consumer.app.tables.changelog_topics
     sought: list[tuple[Any, int]] = []
+    if consumer.app.should_stop:  # (the worker stops: dropped on purpose)
+        return sought
     for tp, records in fetched.items():
         if tp.topic not in changelogs or not records:
             continue
