@@ -20,7 +20,10 @@ partition around a rebalance). What broke it, and the fix for each:
    "already read" and committed past. Stream partitions are held back from an assignment to
    the seek; every one is sought explicitly (aiokafka skips offset 0 and does not tell);
    a batch whose partition was sought since before its fetch is dropped, and the partition
-   sought to that target again (the batch may have been fetched after the seek).
+   sought to that target again (the batch may have been fetched after the seek). Only the
+   seek that ends the assignment's recovery releases them: not the one Faust's `getmany`
+   makes when a fetch straddling the rebalance returns with the flow stopped, when tables
+   exist (`recovery_seeks_last`), nor one begun before the assignment.
 4. Head gaps (`first_read`): the first record read after a seek must be the committed
    offset; if it is not, the partition is read again from there once, and the gap counted
    (`head_gaps`, shown with the agents' offset gaps by the `/kis/` view).
@@ -60,6 +63,7 @@ _BASE = "_kis_base"
 _FIRST = "_kis_first"
 _HEAD_GAPS = "_kis_head_gaps"
 _FETCHED = "_kis_fetched"
+_ASSIGNMENTS = "_kis_assignments"
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +149,18 @@ async def read_undelivered_again(
         sought.append((key, dropped[0]))
         log.info("%s: %d records fetched, not delivered: read again", key, len(dropped))
     return sought
+
+
+def recovery_seeks_last(app: Any) -> bool:
+    """True if the table recovery ends with Faust's seek of the stream partitions.
+
+    With tables (and not the aerospike store) `Recovery.on_recovery_completed` resumes the
+    stream partitions, then seeks them to their committed offsets, the flow running (the
+    recovery resumed it for the changelogs): a fetch in between returns their records from
+    wherever they stood. Without tables `Recovery._resume_streams` seeks with the flow still
+    stopped, so nothing is read before that seek.
+    """
+    return bool(app.tables) and str(app.conf.store) != "aerospike:"
 
 
 def forget_acks_below(consumer: Any, targets: Mapping[Any, int | None]) -> None:
@@ -270,6 +286,7 @@ def apply() -> None:
         held = unsought(self)
         held.clear()
         held.update(tp for tp in assigned if tp.topic not in changelogs)
+        self.__dict__[_ASSIGNMENTS] = self.__dict__.get(_ASSIGNMENTS, 0) + 1
         for tp in held:
             forget(self, tp)
         log.debug("assigned (generation %s): %s", generation_id, _show({tp: "" for tp in held}))
@@ -278,13 +295,22 @@ def apply() -> None:
     async def seek(self: Any, partition: TP, offset: int) -> None:
         counters(self)[partition] += 1
         await original_seek(self, partition, offset)
-        unsought(self).discard(partition)
         forget_acks_below(self, {partition: offset})
         if partition.topic not in self.app.tables.changelog_topics:
             resume_at(self, partition, offset)
 
     async def perform_seek(self: Any) -> None:
         counters(self)["*"] += 1  # every partition
+        # Faust's getmany seeks when a fetch returns with the flow stopped: a fetch begun
+        # before the rebalance returns around the assignment (aiokafka waits for it). With
+        # tables that seek comes before the recovery, whose own seek comes last, after it
+        # resumed the stream partitions with the flow running. Released early, records read
+        # in between were delivered twice, or a first one above the committed offset (records
+        # Faust dropped while paused) spent the head check's one re-read, and a later one was
+        # counted as a gap. The partitions stay held until the recovery's seek, and those of
+        # an assignment made during this seek until its own recovery's.
+        assignments = self.__dict__.get(_ASSIGNMENTS, 0)
+        releases = self.flow_active or not recovery_seeks_last(self.app)
         targets: dict[Any, int] = {}
         seek_to_committed = self.seek_to_committed
 
@@ -309,7 +335,8 @@ def apply() -> None:
                     await seek(self, TP(tp.topic, tp.partition), offset or 0)
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
-            unsought(self).clear()  # (even if the seek failed: never hold partitions back)
+            if releases and self.__dict__.get(_ASSIGNMENTS, 0) == assignments:
+                unsought(self).clear()  # (even if the seek failed: never hold them back)
         sought = self.__dict__.setdefault(_SOUGHT, {})
         sought.update({tp: offset for tp, offset in targets.items() if offset is not None})
         forget_acks_below(self, targets)

@@ -281,3 +281,96 @@ async def test_a_changelog_partition_revoked_meanwhile_is_not_sought_back(
     consumer._getmany = fetched
     assert [m.offset async for _, m in consumer.getmany(1.0)] == []  # (no crash)
     assert sought == []
+
+
+# ------------------------------------------------ stream partitions held until the seek
+
+
+class _Rebalancing:
+    """A consumer reading TP1 (committed at 30), about to be assigned TP1 and CL0 again."""
+
+    def __init__(self, name: str, monkeypatch: pytest.MonkeyPatch, *, tables: bool) -> None:
+        self.app, self.consumer = _consumer(name)
+        if tables:
+            self.app.Table("held_symbols", default=None, partitions=2)
+        self.sought: list[tuple[TP, int]] = []
+        self.assign_during_seek = False
+        consumer = self.consumer
+
+        async def seek_in_aiokafka(tp: TP, offset: int) -> None:
+            self.sought.append((tp, offset))
+
+        async def committed_at_30(_consumer: Any) -> dict[TP, int]:
+            if self.assign_during_seek:
+                self.assign_during_seek = False
+                await self.assign()
+            return {TP1: 30}
+
+        async def app_on_assigned(assigned: Any, generation_id: int) -> None:
+            consumer.stop_flow()  # (Faust's app: flow stopped, every partition paused)
+            consumer.pause_partitions(assigned)
+
+        monkeypatch.setattr(type(consumer), "seek_to_committed", committed_at_30)
+        consumer._seek = seek_in_aiokafka
+        consumer._on_partitions_assigned = app_on_assigned
+        consumer.highwater = lambda tp: 100
+        consumer.assignment = lambda: {TP1, CL0}
+        consumer.resume_flow()
+        consumer._set_active_tps({TP1})  # (read in the previous generation)
+
+    async def assign(self) -> None:
+        await self.consumer.on_partitions_assigned({TP1, CL0}, 1)  # TP1 held until the seek
+
+    def fetching(self, *offsets: int, assign: bool = False) -> None:
+        async def fetched(active_partitions: Any, timeout: float) -> Any:
+            if assign:  # a fetch begun before the rebalance returns after the assignment
+                await self.assign()  # (aiokafka waits for it), the flow stopped
+            return {TP1: _records(*offsets)}
+
+        self.consumer._getmany = fetched
+
+    async def read(self) -> list[int]:
+        return [m.offset async for _, m in self.consumer.getmany(1.0)]
+
+
+@pytest.mark.parametrize("straddling", ["a fetch", "the last seek"])
+async def test_stream_partitions_stay_held_until_the_recovery_seeks_them(
+    monkeypatch: pytest.MonkeyPatch, straddling: str
+) -> None:
+    it = _Rebalancing(f"fixes-held-{straddling[4]}", monkeypatch, tables=True)
+    consumer = it.consumer
+    if straddling == "a fetch":
+        it.fetching(assign=True)  # Faust's getmany seeks when a fetch returns, flow stopped
+        assert await it.read() == []
+    else:  # the previous recovery's seek (flow running) is under way when the assignment comes
+        it.assign_during_seek = True
+        await consumer.perform_seek()
+    assert it.sought == [(TP1, 30)]
+    # The table recovery resumes the flow (changelogs), at its end the stream partitions,
+    # then seeks them; a fetch completing before that seek returns TP1's 30, 31 ...
+    consumer.resume_flow()
+    consumer.resume_partitions({TP1})
+    it.fetching(30, 31)
+    assert await it.read() == []  # ... held (released early: read twice, or a head gap)
+    await consumer.perform_seek()  # the recovery's seek to the committed offsets
+    it.fetching(30, 31, 32)
+    assert await it.read() == [30, 31, 32]  # once, from the committed offset
+    assert faust_fixes.head_gaps(it.app) == 0
+
+
+async def test_without_tables_the_seek_with_the_flow_stopped_releases_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No table, no recovery: Faust's last seek (`Recovery._resume_streams`) runs with the flow
+    # still stopped. It must release the partitions, or their records would be skipped.
+    it = _Rebalancing("fixes-held-no-tables", monkeypatch, tables=False)
+    consumer = it.consumer
+    it.fetching(assign=True)
+    assert await it.read() == []  # (the seek of the straddling fetch, as above)
+    consumer.resume_partitions({TP1})
+    await consumer.perform_seek()  # the last seek, flow stopped
+    consumer.resume_flow()
+    it.fetching(30, 31)
+    assert await it.read() == [30, 31]
+    assert it.sought == [(TP1, 30), (TP1, 30)]
+    assert faust_fixes.head_gaps(it.app) == 0
