@@ -12,7 +12,9 @@ the broker acknowledges it (or refuses it for good). Stamps are taken under its 
 they are issued in order, and the oldest open stamp bounds the watermark: every record
 received at or before `watermark` is acknowledged. Per topic partition it keeps one past
 the highest acknowledged offset. Both change under the same lock, so a mark is consistent.
-Cost on the hot path: a lock and a dict update per frame stamped and per message acked.
+Cost on the hot path: a lock and a dict update per frame stamped and per batch of messages
+queued; an acknowledgement is a dict update and a list append in the delivery thread, folded
+under the lock when a mark is taken (in that same thread).
 
 `MarkPublisher` sends a mark (schemas/receive_mark.avsc, keyed by the producer instance)
 to the marks topic at most every `interval_s` when something changed, and every
@@ -88,6 +90,8 @@ class ReceiveMarks:
         self._in_order = True
         """False after the clock went back: then the watermark is the minimum of all open."""
         self._next: dict[tuple[str, int], int] = {}
+        self._released: list[int] = []
+        """Stamps of acknowledged messages not yet folded into `_open` (see `acked`)."""
         self.dirty = True
         """Something settled or was acknowledged since the last `snapshot`."""
 
@@ -126,18 +130,30 @@ class ReceiveMarks:
     def acked(
         self, received_at: int, tracked: bool, topic: str, partition: int, offset: int
     ) -> None:
-        """A message acknowledged at `offset`; `tracked`: it holds its stamp (see `hold`)."""
-        with self._lock:
-            wanted = self._tracked.get(topic)
-            if wanted is None:
-                wanted = self._tracked[topic] = self._track(topic)
-            if wanted and offset >= 0:
-                key = (topic, partition)
-                if offset >= self._next.get(key, 0):
-                    self._next[key] = offset + 1
-            if tracked:
-                self._settle(received_at)
-            self.dirty = True
+        """A message acknowledged at `offset`; `tracked`: it holds its stamp (see `hold`).
+
+        Call from one thread only, the one that also takes the snapshots (the delivery
+        callbacks'): the offsets and the releases are then the thread's own, without the
+        lock per message; releases are folded into the open stamps by `snapshot`.
+        """
+        wanted = self._tracked.get(topic)
+        if wanted is None:
+            wanted = self._tracked[topic] = self._track(topic)
+        if wanted and offset >= 0:
+            key = (topic, partition)
+            if offset >= self._next.get(key, 0):
+                self._next[key] = offset + 1
+        if tracked:
+            self._released.append(received_at)
+        self.dirty = True
+
+    def fold(self) -> None:
+        """Apply the releases of acknowledged messages (from the acknowledging thread)."""
+        released, self._released = self._released, []
+        if released:
+            with self._lock:
+                for received_at in released:
+                    self._settle(received_at)
 
     def _settle(self, received_at: int) -> None:
         held = self._open.get(received_at)
@@ -155,10 +171,13 @@ class ReceiveMarks:
     # --- marks ---
     @property
     def open_stamps(self) -> int:
+        self.fold()
         return len(self._open)
 
     def snapshot(self) -> Mark:
-        """The current mark (consistent: taken under the lock)."""
+        """The current mark (consistent: releases folded, then taken under the lock); from the
+        thread that calls `acked`."""
+        self.fold()
         with self._lock:
             self.dirty = False
             if not self._open:
@@ -261,6 +280,7 @@ class MarkPublisher:
         if since < self.interval_s or (not self.marks.dirty and since < self.heartbeat_s):
             return False
         if self._paused():
+            self.marks.fold()  # (nothing is published, but the releases must not pile up)
             return False
         mark = self.marks.snapshot()
         value = self._header + encode_mark(self.producer, _now_us(), mark)
