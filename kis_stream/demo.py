@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,8 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        from kis_stream.services import die_with_parent_hook
+
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "kis_stream.cli", *args],
@@ -50,6 +53,8 @@ class Children:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # a demo killed outright (SIGKILL, OOM) must not leave its pipeline running
+            preexec_fn=die_with_parent_hook(os.getpid()),
         )
         self.procs.append((name, proc))
         return proc
@@ -164,8 +169,25 @@ def _lag_and_consume(
     finally:
         if live is not None:
             live.stop()
-        consumer.close()
+        _close_within(consumer, CLOSE_TIMEOUT_S)
     return received
+
+
+CLOSE_TIMEOUT_S = 10.0
+
+
+def _close_within(consumer: Any, timeout: float) -> None:
+    """Close the view's consumer, but never let it hold the demo's shutdown.
+
+    librdkafka's close leaves the consumer group and can block for long when the group is
+    rebalancing or the broker is slow (confluent-kafka-python #1667); the view has nothing
+    to commit, so after `timeout` the demo goes on stopping the pipeline regardless.
+    """
+    closer = threading.Thread(target=consumer.close, name="demo-consumer-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        click.echo(f"the view's Kafka consumer did not close within {timeout:.0f}s; going on")
 
 
 @click.command()

@@ -324,7 +324,7 @@ def _libc() -> ctypes.CDLL | None:
     return _LIBC
 
 
-def _die_with_parent_hook(parent: int) -> Callable[[], None]:
+def die_with_parent_hook(parent: int) -> Callable[[], None]:
     """Runs in the child: SIGTERM it when the spawning thread dies, even by SIGKILL."""
     libc = _libc()
 
@@ -397,7 +397,7 @@ def _spawn(
     die_with_parent: bool = True,
 ) -> ServiceProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    hook = _die_with_parent_hook(os.getpid()) if die_with_parent else None
+    hook = die_with_parent_hook(os.getpid()) if die_with_parent else None
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
             cmd,

@@ -638,3 +638,23 @@ def test_the_index_is_rebuilt_once_the_tables_recovery_completed() -> None:
         ("KRX", 40 * SECOND),
         ("NXT", 60 * SECOND),
     ]
+
+
+def test_release_timer_overlaps_are_not_logged_but_other_timers_are() -> None:
+    import logging
+
+    from processors.spread import quiet_release_overlaps
+
+    def record(name: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "mode.timers",
+            logging.WARNING,
+            __file__,
+            1,
+            "Timer %s is overlapping (interval=%r runtime=%r)",
+            (name, 0.01, 0.02),
+            None,
+        )
+
+    assert not quiet_release_overlaps(record("processors.spread.register.<locals>.spread_release"))
+    assert quiet_release_overlaps(record("processors.bars.register.<locals>.bars_clock"))
