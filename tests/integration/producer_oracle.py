@@ -266,11 +266,30 @@ def assert_exactly_the_truth(
             assert in_gap, (
                 f"{stream}: record sent at {entry['at']} (frame {entry['frame']} of simulator "
                 f"session {entry['session']}) is missing or out of order: "
-                f"{len(got)} in Kafka, {len(expected)} sent; gaps reported {windows}"
+                f"{len(got)} in Kafka, {len(expected)} sent; gaps reported {windows}; "
+                + _why_not(spec, entry, got, position)
             )
         assert position == len(got), f"{stream}: {len(got) - position} extra or duplicated records"
         total += position
     return total
+
+
+def _why_not(spec: TrSpec, entry: dict[str, Any], got: list[Message], position: int) -> str:
+    """What Kafka has instead: the record elsewhere (out of order), or how the next differs."""
+    found = [i for i, msg in enumerate(got) if _same(spec, entry, msg)]
+    if found:
+        return f"found at Kafka position(s) {found}, expected at {position}"
+    if position >= len(got):
+        return "nothing left in Kafka for this stream"
+    msg = got[position]
+    want = typed(spec, entry["fields"])
+    have = {f.column: plain(msg.value[f.column]) for f in spec.fields}
+    diff = {k: (want.get(k), have.get(k)) for k in want if want.get(k) != have.get(k)}
+    return (
+        f"not in Kafka; the next one there (offset {msg.offset}, partition {msg.partition}, "
+        f"received_at {msg.value.get('received_at')}, session {msg.value.get('session')}, "
+        f"seq {msg.value.get('seq')}) differs in (want, have) {dict(list(diff.items())[:6])}"
+    )
 
 
 def _same(spec: TrSpec, entry: dict[str, Any], msg: Message) -> bool:
