@@ -29,13 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from faust import streams as faust_streams
 from faust.types import TP
 
 from kis_stream import topics
@@ -50,6 +53,8 @@ KRX, NXT = "KRX", "NXT"
 BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
 ORDER_SLACK_US = 100_000
 """Margin for receive times out of order within a partition (two WebSocket sessions)."""
+TIDY_EVERY_S, TIDY_PAIRS, TIDY_QUOTES = 0.02, 256, 200
+"""How often and how much `SpreadJoin.tidy` prunes while nothing is held."""
 
 
 def quote_of(book: Book, offset: int) -> list[Any]:
@@ -187,11 +192,14 @@ class SpreadJoin:
         committed: Committed | None = None,
         marks: Callable[[], MarkView | None] | None = None,
         venue_topics: Mapping[str, str] | None = None,
+        writing: Callable[[int, str], AbstractContextManager[Any]] | None = None,
     ) -> None:
         """``marks``: the live producers' receive marks (`ProducerMarks.view`), which decide
         a held trigger as soon as they cover it; ``venue_topics``: each venue's topic, as
-        named in the marks."""
+        named in the marks; ``writing(partition, venue)``: the context in which `tidy`
+        writes the store outside the agent (a Faust table needs a current event)."""
         self.store = store
+        self.writing = writing or (lambda partition, venue: nullcontext())
         self.marks: Callable[[], MarkView | None] = marks or (lambda: None)
         self.released: Counter[str] = Counter()
         """Held triggers decided, by the rule that released them (shown with the counters)."""
@@ -212,6 +220,8 @@ class SpreadJoin:
         self.held_times: dict[tuple[int, str], deque[int]] = defaultdict(deque)
         """Per partition and venue, the receive times of the held triggers, in order."""
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
+        self.untidy: dict[tuple[str, str], int] = {}
+        """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.loaded = False
 
     def reset(self) -> None:
@@ -229,6 +239,7 @@ class SpreadJoin:
         self.held.clear()
         self.held_times.clear()
         self.quotes.clear()
+        self.untidy.clear()
         self.loaded = False
 
     def reload(self) -> None:
@@ -238,6 +249,7 @@ class SpreadJoin:
         otherwise have indexed a partly recovered table for the whole generation.
         """
         self.quotes.clear()
+        self.untidy.clear()
         self.loaded = False
 
     def on_book(
@@ -366,15 +378,50 @@ class SpreadJoin:
             known = min(known, held[0])
         return known - ORDER_SLACK_US
 
-    def _prune(self, symbol: str, venue: str, partition: int) -> None:
-        """Drop this venue's quotes of the symbol that no trigger of the other can pair with."""
+    def _prune(self, symbol: str, venue: str, partition: int, limit: int | None = None) -> int:
+        """Drop this venue's quotes of the symbol that no trigger of the other can pair with
+        (at most `limit`); how many were dropped."""
         quotes = self._quotes(symbol, venue)
+        key = (symbol, venue)
         if len(quotes) < 2:
-            return
+            self.untidy.pop(key, None)
+            return 0
         bound = self.replay_bound(partition, NXT if venue == KRX else KRX)
+        dropped = 0
         while len(quotes) > 1 and quotes[1][RECEIVED_AT] <= bound:
+            if limit is not None and dropped >= limit:
+                break
             old = quotes.popleft()
             self.store.pop(quote_key(symbol, venue, old[SRC]), None)
+            dropped += 1
+        if len(quotes) > 1:
+            self.untidy.pop(key, None)  # (to the end of the round)
+            self.untidy[key] = partition
+        else:
+            self.untidy.pop(key, None)
+        return dropped
+
+    def tidy(self, max_pairs: int = TIDY_PAIRS, max_quotes: int = TIDY_QUOTES) -> int:
+        """Prune symbols whose last prune left older quotes (called by the timer while no
+        trigger is held); how many quotes were dropped.
+
+        A quote is pruned when a later quote of its symbol and venue arrives, by the bound of
+        that moment, which lags while the other topic's commits lag. After a backlog, every
+        symbol kept the quotes of the last commit interval (thousands), and the first update
+        of each after it dropped them, with a changelog record per quote, in the way of the
+        first live updates (the spread's latency tail after a backlog, docs/benchmarks.md).
+        Here they go in idle time, a bounded amount per call, by the same rule.
+        """
+        if not self.loaded:
+            return 0
+        dropped = 0
+        for _ in range(min(max_pairs, len(self.untidy))):
+            if dropped >= max_quotes:
+                break
+            (symbol, venue), partition = next(iter(self.untidy.items()))
+            with self.writing(partition, venue):
+                dropped += self._prune(symbol, venue, partition, max_quotes - dropped)
+        return dropped
 
     def _release(
         self, partition: int, wall: float, ends: Mapping[tuple[int, str], int] | None = None
@@ -485,6 +532,7 @@ def register(p: Processors) -> None:
     if settings.spread_marks:
         marks_topic = topics.marks_topic(p.topology.prefix)
         mark_reader = MarkReader(settings.kafka_client_config(), marks_topic, producer_marks)
+
     join = SpreadJoin(
         table,
         max_age_ms=settings.spread_max_age_ms,
@@ -493,6 +541,7 @@ def register(p: Processors) -> None:
         committed=committed,
         marks=producer_marks.view if mark_reader is not None else None,
         venue_topics=topic_of,
+        writing=event_context(topic_of),
     )
     out = p.output(topics.SPREAD_KRX_NXT)
     in_order = asyncio.Lock()
@@ -559,12 +608,17 @@ def register(p: Processors) -> None:
             mark_reader.start()
 
     logging.getLogger("mode.timers").addFilter(quiet_release_overlaps)
+    tidied = [0.0]  # when the release timer last ran `join.tidy`
 
     @p.app.timer(interval=settings.spread_clock)
     async def spread_release() -> None:
         """Publish the triggers the producers' marks cover, or whose other venue is quiet
         (read to its end) or too slow."""
         if not any(join.held.values()):
+            now = time.monotonic()
+            if now >= tidied[0] + TIDY_EVERY_S:
+                tidied[0] = now
+                join.tidy()
             return
         wanted = sorted(join.waiting(time.monotonic()))
         ends: dict[tuple[int, str], int] = {}
@@ -592,6 +646,35 @@ def register(p: Processors) -> None:
         ends_reader.close()
         if mark_reader is not None and mark_reader.started:
             mark_reader.close()
+
+
+def event_context(
+    topic_of: Mapping[str, str],
+) -> Callable[[int, str], AbstractContextManager[None]]:
+    """`SpreadJoin`'s ``writing`` for a Faust table: outside the agent, a stand-in current
+    event of the venue's topic partition (the table's changelog partition is the current
+    event's: the inputs are co-partitioned)."""
+
+    @contextmanager
+    def writing(partition: int, venue: str) -> Iterator[None]:
+        stand_in = StandIn(topic_of[venue], partition)
+        token = faust_streams._current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            faust_streams._current_event.reset(token)
+
+    return writing
+
+
+class StandIn:
+    """What a Faust table reads of the current event to write a key: `.message.topic` and
+    `.message.partition`."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.message = self
 
 
 def quiet_release_overlaps(record: logging.LogRecord) -> bool:

@@ -343,6 +343,26 @@ def test_quotes_go_once_no_uncommitted_trigger_of_the_other_venue_can_need_them(
     )
 
 
+def test_quotes_left_by_lagging_commits_go_in_idle_time_by_the_same_rule() -> None:
+    pairing = Pairing(max_age_ms=5_000)
+    for i in range(50):
+        pairing.feed(book("KRX", 100, 102, received_at=(2 * i) * SECOND), offset=i)
+        pairing.feed(book("NXT", 100, 104, received_at=(2 * i + 1) * SECOND), offset=i)
+    assert len(pairing.store) == 100 and not any(pairing.join.held.values())
+    pairing.committed = {"KRX": 50, "NXT": 50}  # committed up to the end: no more updates
+    assert pairing.join.tidy(max_quotes=30) == 30  # a bounded amount per call
+    while pairing.join.tidy():
+        pass
+    kept = {v: [q[5] // SECOND for q in pairing.join.quotes[("005930", v)]] for v in ("KRX", "NXT")}
+    # What the next update of each venue would have left: KRX from the last quote before
+    # NXT's watermark (99 s), NXT from the last before KRX's (98 s).
+    assert kept == {"KRX": [98], "NXT": [97, 99]}
+    assert sorted(pairing.store) == ["005930|KRX|49", "005930|NXT|48", "005930|NXT|49"]
+    assert pairing.join.untidy == {("005930", "NXT"): 0}  # NXT@97 s may still be needed
+    pairing.feed(book("KRX", 100, 102, received_at=100 * SECOND), offset=50)
+    assert pairing.records[-1]["nxt_received_at"] == 99 * SECOND  # pairs as before
+
+
 def test_a_quiet_venue_read_to_its_end_lets_the_other_venues_quotes_go() -> None:
     pairing = Pairing(max_age_ms=5_000, hold=True)
     pairing.feed(book("NXT", 100, 104, received_at=0), offset=0)
@@ -548,8 +568,10 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: i
                 if not any(join.held.values()):
                     break
                 continue
-            # The release timer (every 50 ms in a worker) reads the end offsets first.
+            # The release timer (every 50 ms in a worker) reads the end offsets first,
+            # and prunes in idle time (here whether or not a trigger is held).
             take(join.expire(wall, ends, {(0, v): committed[v] for v in books}))
+            join.tidy(max_quotes=rng.randint(1, 50))
             venue = rng.choice(unread)
             for _ in range(rng.randint(1, 60)):  # one fetch batch of one topic
                 if position[venue] >= len(books[venue]):
@@ -658,3 +680,40 @@ def test_release_timer_overlaps_are_not_logged_but_other_timers_are() -> None:
 
     assert not quiet_release_overlaps(record("processors.spread.register.<locals>.spread_release"))
     assert quiet_release_overlaps(record("processors.bars.register.<locals>.bars_clock"))
+
+
+def test_tidy_writes_the_table_in_the_quotes_own_partition_outside_the_agent() -> None:
+    import faust
+
+    from processors.spread import event_context
+
+    app = faust.App("spread-tidy", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("spread_books", default=None, partitions=3)
+    sent: list[tuple[int | None, Any, Any]] = []
+
+    class Sent:
+        def __init__(self, partition: int | None) -> None:
+            self.message, self.partition = self, partition
+
+    def send_changelog(partition: int | None, key: Any, value: Any, *args: Any, **kw: Any) -> Any:
+        sent.append((partition, key, value))
+        return Sent(partition)
+
+    table.send_changelog = send_changelog  # type: ignore[method-assign]
+    join = SpreadJoin(
+        table,
+        max_age_ms=5_000,
+        committed=lambda partition, venue: 50,
+        writing=event_context({"KRX": "kis.h0stasp0", "NXT": "kis.h0nxasp0"}),
+    )
+    for i in range(50):  # as the agent would: each write in its own event's partition
+        for venue, t in (("KRX", 2 * i), ("NXT", 2 * i + 1)):
+            with join.writing(2, venue):
+                join.on_book(book(venue, 100, 102, t * SECOND), offset=i, partition=2, wall=0)
+    join.expire(100.0)
+    sent.clear()
+    with pytest.raises(TypeError, match="outside of stream iteration"):
+        table["005930|KRX|0"] = None  # (a Faust table outside the agent, without the context)
+    assert join.tidy() > 0
+    assert sent and {(partition, value) for partition, _, value in sent} == {(2, None)}
+    assert sorted(table) == ["005930|KRX|49", "005930|NXT|48", "005930|NXT|49"]
