@@ -46,9 +46,9 @@ from kis_stream import topics
 from processors.codec import AvroDecoder, registry_client
 from processors.inputs import DAY_MS, KST_OFFSET_MS
 from processors.topology import INPUT_TRS, Topology
-from producer.avro import ConfluentEncoder, load_raw_schema
+from producer.avro import ConfluentEncoder, confluent_header, load_raw_schema
 from producer.catalogue import load_catalogue
-from producer.marks import MarkPublisher, ReceiveMarks, confluent_header, mark_schema_text
+from producer.marks import MarkPublisher, ReceiveMarks, mark_schema_text
 
 SYMBOLS = tuple(f"{i:06d}" for i in range(5930, 5930 + 20))
 PARTITIONS = 3

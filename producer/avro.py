@@ -593,3 +593,8 @@ def register_dead_letter_schema(client: SchemaRegistryClient) -> int:
 def raw_subjects(catalogue: Catalogue | None = None) -> Iterable[str]:
     cat = catalogue if catalogue is not None else load_catalogue()
     return [subject(spec.topic) for spec in cat]
+
+
+def confluent_header(schema_id: int) -> bytes:
+    """The Confluent wire-format header: magic byte 0, then the schema id (big-endian)."""
+    return MAGIC + struct.pack(">I", schema_id)

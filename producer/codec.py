@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +21,18 @@ from kis_stream.topics import marks_topic, raw_topic, subject
 from producer.avro import (
     ConfluentEncoder,
     compile_wire_encoder,
+    confluent_header,
     dead_letter_to_avro,
     load_dead_letter_schema,
     load_raw_schema,
 )
 from producer.catalogue import Catalogue
 from producer.frames_topic import encode_frame, frames_schema_text
-from producer.marks import confluent_header, mark_schema_text
+from producer.marks import mark_schema_text
 from producer.records import DecodeError, Record
 from producer.status import StatusEvent, encode_status, status_schema_text
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct(">bI")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,10 @@ class Codec:
     def prepare(self, tr_ids: Iterable[str]) -> None:
         frames_id = self._ids.register(subject(self.topics.frames), frames_schema_text())
         status_id = self._ids.register(subject(self.topics.status), status_schema_text())
-        self._frames_header, self._status_header = _header(frames_id), _header(status_id)
+        self._frames_header, self._status_header = (
+            confluent_header(frames_id),
+            confluent_header(status_id),
+        )
         marks_id = self._ids.register(subject(self.topics.marks), mark_schema_text())
         self.mark_header = confluent_header(marks_id)
         schema = load_dead_letter_schema()
@@ -133,7 +134,7 @@ class Codec:
                 continue
             topic = self.topics.raw(spec.tr_id)
             schema = load_raw_schema(spec.tr_id)
-            header = _header(self._ids.register(subject(topic), _text(schema)))
+            header = confluent_header(self._ids.register(subject(topic), _text(schema)))
             encode = compile_wire_encoder(schema, header, from_record=True)
             for alias in spec.tr_ids:
                 self._raw[alias] = (topic, encode)
@@ -158,10 +159,6 @@ class Codec:
     def dead_letter(self, error: DecodeError) -> bytes:
         assert self._dead_letter is not None, "prepare() first"
         return self._dead_letter.encode(dead_letter_to_avro(error))
-
-
-def _header(schema_id: int) -> bytes:
-    return _HEADER.pack(0, schema_id)
 
 
 def _text(schema: dict[str, object]) -> str:

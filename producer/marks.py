@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -46,7 +45,6 @@ from schemas import ROOT
 log = logging.getLogger(__name__)
 
 MARK_SCHEMA_PATH = ROOT / "receive_mark.avsc"
-_HEADER = struct.Struct(">bI")
 
 
 def _now_us() -> int:
@@ -232,10 +230,6 @@ def decode_mark(value: bytes) -> tuple[str, int, Mark]:
     offsets = {(o["topic"], int(o["partition"])): int(o["next_offset"]) for o in datum["offsets"]}
     mark = Mark(int(datum["watermark"]), offsets)
     return str(datum["producer"]), int(datum["published_at"]), mark
-
-
-def confluent_header(schema_id: int) -> bytes:
-    return _HEADER.pack(0, schema_id)
 
 
 class MarkPublisher:
