@@ -92,7 +92,7 @@ class Processors:
         self.decoders = {
             "bars": AvroDecoder(self.registry, TRADE_FIELDS),
             "imbalance": AvroDecoder(self.registry, BOOK_FIELDS, columns=BOOK_COLUMNS),
-            "spread": AvroDecoder(self.registry, LEVEL1_FIELDS),
+            "spread": AvroDecoder(self.registry, LEVEL1_FIELDS, columns=BOOK_COLUMNS),
         }
         self.encoders: dict[str, AvroEncoder] = {}
         self.outputs: dict[str, Output] = {}
@@ -221,6 +221,22 @@ class Processors:
                 yield event
                 if ack:
                     event.ack()
+
+    async def event_batches(
+        self, stream: faust.StreamT[bytes]
+    ) -> AsyncIterator[list[faust.EventT[bytes]]]:
+        """The agent's events, each delivered batch's at once, watched for offset gaps; the
+        agent acknowledges each event itself (`events` with `ack=False`, a batch per step).
+        """
+        guard = InOrder()
+        self.guards.append(guard)
+        async for delivered in cast(faust.Stream[bytes], stream).noack().events():
+            events = list(faust_speed.unbatched(delivered))  # (a batch's records, in order)
+            for event in events:
+                message = event.message
+                if not guard.check(message.tp, message.offset):
+                    self.agent_gaps += 1
+            yield events
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[faust_speed.Records]:
         """The agent's events as `Records`: each delivered batch's records at once.

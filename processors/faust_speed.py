@@ -485,7 +485,7 @@ class _Sent:
         self.message = self
 
 
-def _kafka_producer(app: Any) -> Any:
+def kafka_producer(app: Any) -> Any:
     """The started aiokafka producer under Faust's, or None."""
     producer = getattr(app, "_producer", None)
     if producer is None or not producer.started:
@@ -513,6 +513,24 @@ def append_record(kafka: Any, tp: Any, key: bytes | None, value: bytes | None) -
     return batch
 
 
+def watch_changelog_batch(table: Any, tp: Any, batch: Any) -> None:
+    """Stop the worker if this aiokafka batch of `table`'s changelog fails (once per batch)."""
+    watched: dict[Any, Any] = table.__dict__.setdefault(_WATCHED, {})
+    if watched.get(tp) is not batch:
+        watched[tp] = batch
+        app = table.app
+        batch.future.add_done_callback(lambda future: _changelog_failed(app, future))
+
+
+def _changelog_failed(app: Any, future: asyncio.Future[Any]) -> None:
+    if future.cancelled() or future.exception() is None:
+        return
+    exc = future.exception()
+    app.log.error("a changelog record could not be delivered, stopping: %r", exc)
+    crashing: list[Any] = app.__dict__.setdefault("_kis_crashing", [])
+    crashing.append(asyncio.ensure_future(app.crash(exc)))
+
+
 def apply_fast_changelog() -> None:
     """Patch Faust's table changelog writes (memory store) once per process (idempotent)."""
     from aiokafka.structs import TopicPartition
@@ -521,14 +539,6 @@ def apply_fast_changelog() -> None:
     if getattr(Collection, _CHANGELOG_APPLIED, False):
         return
     original = Collection.send_changelog
-
-    def failed(app: Any, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is None:
-            return
-        exc = future.exception()
-        app.log.error("a changelog record could not be delivered, stopping: %r", exc)
-        crashing: list[Any] = app.__dict__.setdefault("_kis_crashing", [])
-        crashing.append(asyncio.ensure_future(app.crash(exc)))
 
     def send_changelog(
         self: Any,
@@ -539,7 +549,7 @@ def apply_fast_changelog() -> None:
         value_serializer: Any = None,
     ) -> Any:
         app = self.app
-        kafka = _kafka_producer(app)
+        kafka = kafka_producer(app)
         if kafka is None or partition is None or app.conf.store.scheme != "memory":
             return original(self, partition, key, value, key_serializer, value_serializer)
         topic = self.changelog_topic
@@ -551,10 +561,7 @@ def apply_fast_changelog() -> None:
         batch = append_record(kafka, tp, key_bytes, value_bytes)
         if batch is None:
             return original(self, partition, key, value, key_serializer, value_serializer)
-        watched: dict[Any, Any] = self.__dict__.setdefault(_WATCHED, {})
-        if watched.get(tp) is not batch:
-            watched[tp] = batch
-            batch.future.add_done_callback(lambda future: failed(app, future))
+        watch_changelog_batch(self, tp, batch)
         return _Sent(partition)  # (the table reads `.message.partition` of the result)
 
     Collection.send_changelog = send_changelog  # type: ignore[method-assign]

@@ -29,22 +29,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
+from bisect import bisect_right
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from itertools import pairwise
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from faust import streams as faust_streams
 from faust.types import TP
 
 from kis_stream import topics
 from processors import faust_fixes
-from processors.inputs import Book, book_from
+from processors.codec import WireError
+from processors.inputs import Book, book_from_values
 from processors.spread_marks import MarkReader, MarkView, ProducerMarks
+from processors.table_writes import TableWriter
 
 if TYPE_CHECKING:
     from processors.app import Processors
@@ -53,6 +55,7 @@ KRX, NXT = "KRX", "NXT"
 BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
 ORDER_SLACK_US = 100_000
 """Margin for receive times out of order within a partition (two WebSocket sessions)."""
+_RECEIVED_AT = itemgetter(RECEIVED_AT)
 TIDY_EVERY_S, TIDY_PAIRS, TIDY_QUOTES = 0.02, 256, 200
 """How often and how much `SpreadJoin.tidy` prunes while nothing is held."""
 
@@ -139,6 +142,28 @@ class Held:
     """Set for an input decided on arrival (not a book): released in turn, never earlier."""
 
 
+class StoreWriter(Protocol):
+    """Writes of the join's store, in the partition of the input the quote came from."""
+
+    def set(self, partition: int, key: str, value: Any) -> None: ...
+
+    def delete(self, partition: int, key: str) -> bool: ...
+
+
+class MappingWriter:
+    """A `StoreWriter` for a plain mapping (the partition does not matter)."""
+
+    def __init__(self, store: MutableMapping[str, Any]) -> None:
+        self.store = store
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.store[key] = value
+
+    def delete(self, partition: int, key: str) -> bool:
+        return self.store.pop(key, _GONE) is not _GONE
+
+
+_GONE = object()
 Committed = Callable[[int, str], "int | None"]
 """(partition, venue) -> the offset committed for that venue's topic partition, if known."""
 
@@ -192,14 +217,15 @@ class SpreadJoin:
         committed: Committed | None = None,
         marks: Callable[[], MarkView | None] | None = None,
         venue_topics: Mapping[str, str] | None = None,
-        writing: Callable[[int, str], AbstractContextManager[Any]] | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         """``marks``: the live producers' receive marks (`ProducerMarks.view`), which decide
         a held trigger as soon as they cover it; ``venue_topics``: each venue's topic, as
-        named in the marks; ``writing(partition, venue)``: the context in which `tidy`
-        writes the store outside the agent (a Faust table needs a current event)."""
+        named in the marks; ``writer``: how the store is written, in the partition of the
+        quote's input (`table_writes.TableWriter` for a Faust table; by default the store
+        itself)."""
         self.store = store
-        self.writing = writing or (lambda partition, venue: nullcontext())
+        self.writer: StoreWriter = writer or MappingWriter(store)
         self.marks: Callable[[], MarkView | None] = marks or (lambda: None)
         self.released: Counter[str] = Counter()
         """Held triggers decided, by the rule that released them (shown with the counters)."""
@@ -221,6 +247,8 @@ class SpreadJoin:
         """Per partition and venue, the receive times of the held triggers, in order."""
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
         self.untidy: dict[tuple[str, str], int] = {}
+        self.disordered: set[tuple[str, str]] = set()
+        """(symbol, venue) pairs whose indexed quotes' receive times do not rise with offsets."""
         """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.loaded = False
 
@@ -240,6 +268,7 @@ class SpreadJoin:
         self.held_times.clear()
         self.quotes.clear()
         self.untidy.clear()
+        self.disordered.clear()
         self.loaded = False
 
     def reload(self) -> None:
@@ -250,6 +279,7 @@ class SpreadJoin:
         """
         self.quotes.clear()
         self.untidy.clear()
+        self.disordered.clear()
         self.loaded = False
 
     def on_book(
@@ -262,8 +292,10 @@ class SpreadJoin:
         quote = quote_of(book, offset)
         quotes = self._quotes(book.symbol, venue)
         if not quotes or offset > quotes[-1][SRC]:
+            if quotes and quote[RECEIVED_AT] < quotes[-1][RECEIVED_AT]:
+                self.disordered.add((book.symbol, venue))
             quotes.append(quote)
-            self.store[quote_key(book.symbol, venue, offset)] = quote
+            self.writer.set(partition, quote_key(book.symbol, venue, offset), quote)
         mark = (partition, venue)
         if book.received_at > self.watermarks.get(mark, -1):
             self.watermarks[mark] = book.received_at
@@ -348,6 +380,11 @@ class SpreadJoin:
         self.quotes = {
             sv: deque(sorted(quotes, key=lambda q: int(q[SRC]))) for sv, quotes in found.items()
         }
+        self.disordered = {
+            sv
+            for sv, quotes in self.quotes.items()
+            if any(a[RECEIVED_AT] > b[RECEIVED_AT] for a, b in pairwise(quotes))
+        }
         self.loaded = True
 
     def _quotes(self, symbol: str, venue: str) -> deque[list[Any]]:
@@ -392,8 +429,10 @@ class SpreadJoin:
             if limit is not None and dropped >= limit:
                 break
             old = quotes.popleft()
-            self.store.pop(quote_key(symbol, venue, old[SRC]), None)
+            self.writer.delete(partition, quote_key(symbol, venue, old[SRC]))
             dropped += 1
+        if len(quotes) < 2:
+            self.disordered.discard(key)
         if len(quotes) > 1:
             self.untidy.pop(key, None)  # (to the end of the round)
             self.untidy[key] = partition
@@ -419,8 +458,7 @@ class SpreadJoin:
             if dropped >= max_quotes:
                 break
             (symbol, venue), partition = next(iter(self.untidy.items()))
-            with self.writing(partition, venue):
-                dropped += self._prune(symbol, venue, partition, max_quotes - dropped)
+            dropped += self._prune(symbol, venue, partition, max_quotes - dropped)
         return dropped
 
     def _release(
@@ -497,14 +535,27 @@ class SpreadJoin:
         end = self.known_ends.get(mark)
         return end is not None and self.last_offsets.get(mark, -1) + 1 < end
 
+    def _as_of(self, symbol: str, venue: str, received_at: int) -> list[Any] | None:
+        """The latest quote (by source offset) of this venue received at or before then.
+
+        The quotes' receive times rise with their offsets except across WebSocket sessions
+        (`ORDER_SLACK_US`); while they do, a binary search finds it (the other venue can have
+        been read far past the trigger: a linear walk back was a tenth of the worker's CPU);
+        otherwise the walk back from the latest.
+        """
+        quotes = self._quotes(symbol, venue)
+        if (symbol, venue) not in self.disordered:
+            at = bisect_right(quotes, received_at, key=_RECEIVED_AT)
+            return quotes[at - 1] if at else None
+        for candidate in reversed(quotes):
+            if candidate[RECEIVED_AT] <= received_at:
+                return candidate
+        return None
+
     def decide(self, symbol: str, venue: str, quote: list[Any]) -> SpreadOutcome:
         """Pair a trigger with the other venue's latest quote received at or before it."""
         other_venue = NXT if venue == KRX else KRX
-        other = None
-        for candidate in reversed(self._quotes(symbol, other_venue)):
-            if candidate[RECEIVED_AT] <= quote[RECEIVED_AT]:
-                other = candidate
-                break
+        other = self._as_of(symbol, other_venue, quote[RECEIVED_AT])
         if other is None:
             return SpreadOutcome(None, f"no {other_venue.lower()} quote before the trigger")
         krx, nxt = (quote, other) if venue == KRX else (other, quote)
@@ -541,7 +592,7 @@ def register(p: Processors) -> None:
         committed=committed,
         marks=producer_marks.view if mark_reader is not None else None,
         venue_topics=topic_of,
-        writing=event_context(topic_of),
+        writer=TableWriter(table),
     )
     out = p.output(topics.SPREAD_KRX_NXT)
     in_order = asyncio.Lock()
@@ -563,25 +614,29 @@ def register(p: Processors) -> None:
 
     @p.app.agent(p.raw_input(*p.topology.inputs("spread")), name="spread", concurrency=1)
     async def spread(stream: faust.StreamT[bytes]) -> None:
-        # Acknowledged by `finish` once published (see the module docstring).
-        async for event in p.events(stream, ack=False):
-            stats.inc("consumed")
-            record = p.decode("spread", event.value)
-            book = book_from(record) if record is not None else "undecodable"
-            message = event.message
-            if isinstance(book, str):
-                if record is not None:
-                    stats.skip(book, record.get("symbol"))
-                skipped = join.skip(message.partition, None, wall=time.monotonic(), token=event)
-                await finish(skipped)
-                continue
-            decided = join.on_book(
-                book,
-                offset=message.offset,
-                partition=message.partition,
-                wall=time.monotonic(),
-                token=event,
-            )
+        # Acknowledged by `finish` once published (see the module docstring). A delivered
+        # batch is joined at once and its decisions published together.
+        values_of = p.decoders["spread"].values
+        async for events in p.event_batches(stream):
+            wall = time.monotonic()
+            decided: list[tuple[Any, SpreadOutcome]] = []
+            for event in events:
+                message = event.message
+                try:
+                    values = values_of(message.value)
+                except WireError as exc:
+                    stats.skip("undecodable", exc)
+                    decided += join.skip(message.partition, None, wall=wall, token=event)
+                    continue
+                book = book_from_values(values)
+                if isinstance(book, str):
+                    stats.skip(book, values[0])  # (the symbol)
+                    decided += join.skip(message.partition, None, wall=wall, token=event)
+                    continue
+                decided += join.on_book(
+                    book, offset=message.offset, partition=message.partition, wall=wall, token=event
+                )
+            stats.inc("consumed", len(events))
             await finish(decided)
 
     recovered = table.on_recovery_completed
@@ -646,35 +701,6 @@ def register(p: Processors) -> None:
         ends_reader.close()
         if mark_reader is not None and mark_reader.started:
             mark_reader.close()
-
-
-def event_context(
-    topic_of: Mapping[str, str],
-) -> Callable[[int, str], AbstractContextManager[None]]:
-    """`SpreadJoin`'s ``writing`` for a Faust table: outside the agent, a stand-in current
-    event of the venue's topic partition (the table's changelog partition is the current
-    event's: the inputs are co-partitioned)."""
-
-    @contextmanager
-    def writing(partition: int, venue: str) -> Iterator[None]:
-        stand_in = StandIn(topic_of[venue], partition)
-        token = faust_streams._current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            faust_streams._current_event.reset(token)
-
-    return writing
-
-
-class StandIn:
-    """What a Faust table reads of the current event to write a key: `.message.topic` and
-    `.message.partition`."""
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.message = self
 
 
 def quiet_release_overlaps(record: logging.LogRecord) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -685,7 +686,7 @@ def test_release_timer_overlaps_are_not_logged_but_other_timers_are() -> None:
 def test_tidy_writes_the_table_in_the_quotes_own_partition_outside_the_agent() -> None:
     import faust
 
-    from processors.spread import event_context
+    from processors.table_writes import TableWriter
 
     app = faust.App("spread-tidy", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("spread_books", default=None, partitions=3)
@@ -701,19 +702,46 @@ def test_tidy_writes_the_table_in_the_quotes_own_partition_outside_the_agent() -
 
     table.send_changelog = send_changelog  # type: ignore[method-assign]
     join = SpreadJoin(
-        table,
-        max_age_ms=5_000,
-        committed=lambda partition, venue: 50,
-        writing=event_context({"KRX": "kis.h0stasp0", "NXT": "kis.h0nxasp0"}),
+        table, max_age_ms=5_000, committed=lambda partition, venue: 50, writer=TableWriter(table)
     )
-    for i in range(50):  # as the agent would: each write in its own event's partition
+    for i in range(50):
         for venue, t in (("KRX", 2 * i), ("NXT", 2 * i + 1)):
-            with join.writing(2, venue):
-                join.on_book(book(venue, 100, 102, t * SECOND), offset=i, partition=2, wall=0)
+            join.on_book(book(venue, 100, 102, t * SECOND), offset=i, partition=2, wall=0)
+    assert {partition for partition, _, _ in sent} == {2}
     join.expire(100.0)
     sent.clear()
     with pytest.raises(TypeError, match="outside of stream iteration"):
-        table["005930|KRX|0"] = None  # (a Faust table outside the agent, without the context)
+        table["005930|KRX|0"] = None  # (a Faust table outside the agent: no current event)
     assert join.tidy() > 0
     assert sent and {(partition, value) for partition, _, value in sent} == {(2, None)}
     assert sorted(table) == ["005930|KRX|49", "005930|NXT|48", "005930|NXT|49"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_as_of_quote_is_the_latest_by_offset_received_at_or_before_the_trigger(
+    seed: int,
+) -> None:
+    """Binary search while receive times rise with offsets, the walk back once they do not
+    (two WebSocket sessions): both give the reference answer, also after a reload."""
+    rng = random.Random(seed)
+    store: dict[str, Any] = {}
+    join = SpreadJoin(store, max_age_ms=10_000)
+    fed: list[tuple[int, int]] = []  # (offset, received_at) of the KRX quotes
+    t = 1_000
+    for offset in range(60):
+        t += rng.randrange(0, 50)
+        received = t - rng.randrange(0, 200) if seed % 2 and rng.random() < 0.2 else t
+        join.on_book(book("KRX", 100, 102, received), offset=offset, partition=0, wall=0)
+        fed.append((offset, received))
+    assert (("005930", "KRX") in join.disordered) == any(a[1] > b[1] for a, b in pairwise(fed))
+    for reload in (False, True):
+        if reload:
+            join.reload()
+        for probe in range(800, t + 100, 7):
+            before = [o for o, r in fed if r <= probe]
+            outcome = join.decide("005930", "NXT", quote_of(book("NXT", 100, 102, probe), 0))
+            if not before:
+                assert outcome.reason == "no krx quote before the trigger"
+            else:
+                assert outcome.record is not None
+                assert outcome.record["krx_received_at"] == dict(fed)[max(before)]
