@@ -35,7 +35,15 @@ partition around a rebalance). What broke it, and the fix for each:
    partitions are not sought again until the next rebalance, so a standby table missed
    them for good (the recovery seeks a standby, then resumes it one request later). They
    are sought back to, unless something sought the partition since the fetch.
-7. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
+7. Seeks from the wrong thread (`_seek`): Faust's `ThreadDelegateConsumer._seek` calls
+   aiokafka's `seek` from the event loop's thread while aiokafka fetches in the consumer's
+   thread: its `Fetcher.fetched_records` then deleted a partition's fetched records twice
+   (a KeyError killed a restarted worker right after "Worker ready"). Every seek here runs in
+   the consumer's thread, like Faust's own `seek_to_committed` and `seek_wait`; what it
+   records (read offset, seek target, seek count) is set before the seek is queued, so a
+   batch fetched after the seek and delivered before the seeking coroutine resumes is
+   judged by the new target.
+8. Committed offsets: `committed_offset(app, tp)` is the last offset this worker committed for
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
@@ -52,8 +60,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 
 _APPLIED = "_kis_stream_seek_fix"
@@ -228,12 +238,23 @@ def forget(consumer: Any, tp: Any) -> None:
     firsts(consumer).pop(key, None)
 
 
+async def seek_in_consumer_thread(consumer: Any, partition: Any, offset: int) -> None:
+    """aiokafka's seek, run in the consumer's thread (where aiokafka fetches).
+
+    aiokafka's consumer is not thread-safe: a seek from the event loop's thread deletes the
+    partition's fetched records while `Fetcher.fetched_records` is deleting them in the
+    consumer's thread (KeyError, the worker dies). Queued like Faust's own thread calls, in
+    order with the fetches: a fetch requested after this seek returns records from after it.
+    """
+    thread = consumer._thread
+    await thread.call_thread(thread.seek, partition, offset)
+
+
 def apply() -> None:
     """Patch faust's Consumer once per process (idempotent)."""
     cls: Any = faust_consumer.Consumer
     if getattr(cls, _APPLIED, False):
         return
-    original_seek = cls.seek
     original_perform_seek = cls.perform_seek
     original_getmany = cls.getmany
     original_on_commit = TableManager.on_commit
@@ -293,11 +314,16 @@ def apply() -> None:
         await original_assigned(self, assigned, generation_id)
 
     async def seek(self: Any, partition: TP, offset: int) -> None:
+        # Faust's `Consumer.seek` with everything it and this module record set first: the
+        # seek itself runs in the consumer's thread (`_seek`), and records fetched after it
+        # can reach the drain loop before this coroutine resumes (Faust sets the read offset
+        # after its seek: such records would be dropped as already read).
         counters(self)[partition] += 1
-        await original_seek(self, partition, offset)
+        self._read_offset[TP(partition.topic, partition.partition)] = offset if offset else None
         forget_acks_below(self, {partition: offset})
         if partition.topic not in self.app.tables.changelog_topics:
             resume_at(self, partition, offset)
+        await self._seek(partition, offset)
 
     async def perform_seek(self: Any) -> None:
         counters(self)["*"] += 1  # every partition
@@ -352,6 +378,14 @@ def apply() -> None:
             _show({tp: f"{o}->{_position(self, tp)}" for tp, o in streams.items()}),
         )
 
+    async def seek_again(self: Any, tp: Any, offset: int) -> None:
+        """A seek from the drain loop: a partition revoked meanwhile is left alone (its
+        records are not read any more; an error here would end the drain loop)."""
+        try:
+            await seek(self, tp, offset)
+        except IllegalStateError as exc:  # (aiokafka: not assigned any more)
+            log.info("%s: not sought to %d: %r", tp, offset, exc)
+
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         seeks = counters(self)
         held = unsought(self)
@@ -378,7 +412,7 @@ def apply() -> None:
                         resought.add(tp)
                         target = targets_of(self).get(tp)
                         if target is not None:
-                            await seek(self, tp, target)
+                            await seek_again(self, tp, target)
                     continue
                 if tp not in first and not first_read(self, tp, message.offset):
                     # Records missing before this one: read from the committed offset again
@@ -389,7 +423,7 @@ def apply() -> None:
                     if retried.get(tp) != base:
                         retried[tp] = base
                         resought.add(tp)
-                        await seek(self, tp, base)
+                        await seek_again(self, tp, base)
                         continue
                     bases(self)[tp] = message.offset
                     _head_gap(self, "%s: reading goes on from %d", tp, message.offset)
@@ -463,6 +497,7 @@ def apply() -> None:
         log.debug("committed %s", _show(offsets))
 
     cls.seek = seek
+    ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign,assignment]
     cls.on_partitions_assigned = on_partitions_assigned
     cls.on_partitions_revoked = on_partitions_revoked
     TableManager.on_commit = on_commit  # type: ignore[method-assign]
