@@ -75,11 +75,17 @@ def quote_of(book: Book, offset: int) -> list[Any]:
 
 def quote_empty(quote: list[Any]) -> bool:
     """A side without a positive price and quantity at level 1 (auction, halt, VI)."""
-    for i in (BID, ASK, BID_QTY, ASK_QTY):
-        value = quote[i]
-        if value is None or value <= 0:
-            return True
-    return False
+    bid, ask, bid_qty, ask_qty = quote[BID], quote[ASK], quote[BID_QTY], quote[ASK_QTY]
+    return (
+        bid is None
+        or bid <= 0
+        or ask is None
+        or ask <= 0
+        or bid_qty is None
+        or bid_qty <= 0
+        or ask_qty is None
+        or ask_qty <= 0
+    )
 
 
 def spread_record(
@@ -399,7 +405,10 @@ class SpreadJoin:
         """Receive time at or after which every trigger of `venue` still to come (or to come
         again after a crash) in this partition is received; -1 if unknown."""
         mark = (partition, venue)
-        known = max(self.watermarks.get(mark, -1), self.quiet.get(mark, -1))
+        known = self.watermarks.get(mark, -1)
+        quiet = self.quiet.get(mark, -1)
+        if quiet > known:
+            known = quiet
         if known < 0:
             return -1
         pending = self.uncommitted.get(mark)
@@ -544,6 +553,11 @@ class SpreadJoin:
         otherwise the walk back from the latest.
         """
         quotes = self._quotes(symbol, venue)
+        if not quotes:
+            return None
+        latest = quotes[-1]
+        if latest[RECEIVED_AT] <= received_at:  # (the usual case: also first walking back)
+            return latest
         if (symbol, venue) not in self.disordered:
             at = bisect_right(quotes, received_at, key=_RECEIVED_AT)
             return quotes[at - 1] if at else None

@@ -15,10 +15,14 @@ producer or with a store other than memory it goes through the table's own
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from aiokafka.structs import TopicPartition
-from faust.serializers.codecs import get_codec
+from faust.serializers import codecs
+from faust.stores.memory import Store as MemoryStore
+from faust.utils import json as faust_json
+from mode.utils.compat import want_bytes
 
 from processors.faust_speed import append_record, kafka_producer, watch_changelog_batch
 
@@ -30,58 +34,81 @@ class TableWriter:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._kafka: Any = None
+        """aiokafka's producer once started, while the fast path applies (memory store)."""
         self._tps: dict[int, TopicPartition] = {}
-        self._dumps_key: Any = None
-        self._dumps_value: Any = None
+        self._watched: dict[TopicPartition, Any] = {}
+        self._items: MutableMapping[Any, Any] | None = None
+        self._dumps_key: Callable[[Any], bytes] | None = None
+        self._dumps_value: Callable[[Any], bytes] | None = None
 
     def set(self, partition: int, key: Any, value: Any) -> None:
-        self.table.data[key] = value
+        (self._items or self._resolve_items())[key] = value
         self._send(partition, key, value)
 
     def delete(self, partition: int, key: Any) -> bool:
         """Remove a key (a tombstone in the changelog); False if it was not there."""
-        if self.table.data.pop(key, _MISSING) is _MISSING:
+        if (self._items or self._resolve_items()).pop(key, _MISSING) is _MISSING:
             return False
         self._send(partition, key, None)
         return True
 
+    def _resolve_items(self) -> MutableMapping[Any, Any]:
+        """The table's store; for the memory store, its dict (the store adds a call)."""
+        store = self.table.data
+        self._items = store.data if isinstance(store, MemoryStore) else store
+        return self._items
+
     def _send(self, partition: int, key: Any, value: Any) -> None:
-        table = self.table
-        app = table.app
-        kafka = kafka_producer(app)
-        if kafka is not None and app.conf.store.scheme == "memory":
-            if self._dumps_key is None:
-                self._resolve()
+        kafka = self._kafka or self._fast()
+        if kafka is not None:
+            assert self._dumps_key is not None and self._dumps_value is not None
             tp = self._tps.get(partition)
             if tp is None:
-                tp = self._tps[partition] = TopicPartition(
-                    table.changelog_topic.get_topic_name(), partition
-                )
+                name = self.table.changelog_topic.get_topic_name()
+                tp = self._tps[partition] = TopicPartition(name, partition)
             value_bytes = None if value is None else self._dumps_value(value)
             batch = append_record(kafka, tp, self._dumps_key(key), value_bytes)
             if batch is not None:
-                watch_changelog_batch(table, tp, batch)
+                if self._watched.get(tp) is not batch:
+                    self._watched[tp] = batch
+                    watch_changelog_batch(self.table, tp, batch)
                 return
+            self._kafka = None  # (closed or failed: Faust's own path decides what happens)
         if value is None:
-            table.send_changelog(partition, key, None, value_serializer="raw")
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
         else:
-            table.send_changelog(partition, key, value)
+            self.table.send_changelog(partition, key, value)
 
-    def _resolve(self) -> None:
-        """The codecs Faust's changelog channel would pick for this table's keys and values."""
+    def _fast(self) -> Any:
+        """aiokafka's producer if the fast path applies now (started, memory store)."""
         table = self.table
-        serializers = table.app.serializers
-        key_codec = serializers._serializer(None, table.key_serializer, serializers.key_serializer)
-        value_codec = serializers._serializer(
-            None, table.value_serializer, serializers.value_serializer
-        )
-        self._dumps_key = _dumper(key_codec)
-        self._dumps_value = _dumper(value_codec)
+        app = table.app
+        kafka = kafka_producer(app)
+        if kafka is None or app.conf.store.scheme != "memory":
+            return None
+        if self._dumps_key is None or self._dumps_value is None:
+            serializers = app.serializers
+            self._dumps_key = dumper(
+                serializers._serializer(None, table.key_serializer, serializers.key_serializer)
+            )
+            self._dumps_value = dumper(
+                serializers._serializer(None, table.value_serializer, serializers.value_serializer)
+            )
+        self._kafka = kafka
+        return kafka
 
 
-def _dumper(codec: Any) -> Any:
-    """bytes of a key or value as Faust's registry makes them with this codec (bytes pass)."""
+def dumper(codec: Any) -> Callable[[Any], bytes]:
+    """bytes of a key or value as Faust's registry makes them with this codec (bytes pass).
+
+    Faust's plain json codec directly (its layers cost more than the encoding).
+    """
     if not codec:
-        return lambda obj: obj if isinstance(obj, bytes) else obj.encode()
-    dumps = get_codec(codec).dumps
-    return lambda obj: obj if isinstance(obj, bytes) else dumps(obj)
+        return lambda obj: obj if isinstance(obj, bytes) else want_bytes(obj)
+    resolved = codecs.get_codec(codec)
+    if type(resolved) is codecs.json and list(resolved.nodes) == [resolved]:
+        dumps = faust_json.dumps
+        return lambda obj: obj if isinstance(obj, bytes) else want_bytes(dumps(obj))
+    encode = resolved.dumps
+    return lambda obj: obj if isinstance(obj, bytes) else encode(obj)
