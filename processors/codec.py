@@ -218,14 +218,20 @@ class AvroEncoder:
         return out.getvalue()
 
 
-_NATIVE_WRITE_KINDS = {"long": "long", "int": "long", "double": "double", "string": "string"}
+_NATIVE_WRITE_KINDS = {
+    "long": "long",
+    "int": "long",
+    "double": "double",
+    "string": "string",
+    "boolean": "boolean",
+}
 
 
 def native_encoder(flat: FlatWriter | None, header: bytes) -> Any:
     """kis_native's encoder for a flat schema's writer (same bytes), or None.
 
-    None when the extension is not in use or the schema has a type it does not write
-    (booleans); the generated Python writer is used then.
+    None when the extension is not in use or the schema has a type it does not write (a
+    build older than its booleans refuses them); the generated Python writer is used then.
     """
     module = native_flat()
     if module is None or flat is None:
@@ -236,7 +242,10 @@ def native_encoder(flat: FlatWriter | None, header: bytes) -> Any:
         if kind is None:
             return None
         fields.append((name, kind, nullable, False))
-    return module.Encoder(header, fields, False)
+    try:
+        return module.Encoder(header, fields, False)
+    except ValueError:  # "unsupported field kind"
+        return None
 
 
 class FaustAvro(codecs.Codec):

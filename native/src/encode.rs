@@ -1,5 +1,6 @@
 //! Avro binary for flat record schemas (what `producer/avro.py::compile_encoder` supports):
-//! string, bytes, int/long, double, `["null", T]` of those, and nullable `array<string>`.
+//! string, bytes, int/long, double, boolean, `["null", T]` of those, and nullable
+//! `array<string>`.
 //!
 //! Type rules follow the Python encoder: only an exact `int` for int/long, `float` or `int`
 //! for double, exact `str`/`bytes`; anything else raises TypeError with the same message,
@@ -12,7 +13,7 @@
 
 use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::decode::Value;
 use crate::record::NativeRecord;
@@ -23,6 +24,7 @@ enum Kind {
     Double,
     String,
     Bytes,
+    Boolean,
     StringArray,
 }
 
@@ -202,6 +204,13 @@ fn write_value(
             put_long(out, data.len() as i64);
             out.extend_from_slice(data);
         }
+        Kind::Boolean => {
+            // Exactly True or False, as processors/flat_avro.py's writer takes.
+            if !value.is_exact_instance_of::<PyBool>() {
+                return Err(PyTypeError::new_err(format!("not a boolean: {}", value.repr()?)));
+            }
+            out.push(u8::from(value.is_truthy()?));
+        }
         Kind::StringArray => {
             // None was handled above (the field is always nullable).
             let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = value.cast::<PyList>() {
@@ -235,7 +244,7 @@ fn write_value(
 #[pymethods]
 impl Encoder {
     /// `fields`: (name, kind, nullable, from_attr) in schema order; kind is one of
-    /// long, double, string, bytes, string_array. `from_attr`: read `record.<name>`
+    /// long, double, string, bytes, boolean, string_array. `from_attr`: read `record.<name>`
     /// instead of `fields[name]` (with `from_record`, the rest come from `record.fields`).
     #[new]
     fn new(
@@ -251,6 +260,7 @@ impl Encoder {
                 "double" => Kind::Double,
                 "string" => Kind::String,
                 "bytes" => Kind::Bytes,
+                "boolean" => Kind::Boolean,
                 "string_array" if nullable => Kind::StringArray,
                 _ => {
                     return Err(PyValueError::new_err(format!(

@@ -257,9 +257,6 @@ def test_native_encoder_writes_the_python_bytes(path: Path) -> None:
     writer = FlatWriter.compile(schema)
     assert writer is not None
     encoder = native_encoder(writer, b"\x00\x00\x00\x00\x09")
-    if any("boolean" in json.dumps(f["type"]) for f in schema["fields"]):
-        assert encoder is None  # (left to the Python writer)
-        return
     assert encoder is not None
     for _ in range(50):
         record = _record(rng, schema)
@@ -286,6 +283,44 @@ def test_encoders_of_both_paths_agree_and_refuse_alike() -> None:
         for encoder in (native, python):
             with pytest.raises(ValueError):
                 encoder.encode(broken)
+
+
+def test_booleans_are_written_and_refused_as_the_python_writer_does() -> None:
+    schema = json.loads((DERIVED / "spread_krx_nxt.avsc").read_text(encoding="utf-8"))
+    client = registry_client("mock://flat-native-bool")
+    native = AvroEncoder(client, "spread-value", schema)
+    with pure_python():
+        python = AvroEncoder(client, "spread-value", schema)
+        python.register()
+    native.register()
+    assert native._native is not None and python._native is None
+    record = _record(random.Random(11), strip_logical_types(schema))
+    for flag in (True, False):
+        flagged = record | {"crossed": flag}
+        assert native.encode(flagged) == python.encode(flagged)
+    for broken in (1, 0, None, "true", 1.0):
+        errors = []
+        for encoder in (native, python):
+            with pytest.raises(ValueError) as caught:
+                encoder.encode(record | {"crossed": broken})
+            errors.append(str(caught.value))
+        assert errors[0] == errors[1]
+        assert errors[0].endswith(f"not a boolean: {broken!r}")
+
+
+def test_a_build_without_booleans_leaves_such_schemas_to_python() -> None:
+    class OldEncoder:
+        def __init__(self, header: bytes, fields: list[Any], from_record: bool) -> None:
+            if any(kind == "boolean" for _, kind, _, _ in fields):
+                raise ValueError("unsupported field kind 'boolean'")
+
+    old = SimpleNamespace(Encoder=OldEncoder, FLAT_READER_API=flat_avro.FLAT_READER_API)
+    writer = FlatWriter.compile(_plain(DERIVED / "spread_krx_nxt.avsc"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("producer.native.native_module", lambda: old)
+        assert native_encoder(writer, b"\x00\x00\x00\x00\x09") is None
+        imbalance = FlatWriter.compile(_plain(DERIVED / "book_imbalance.avsc"))
+        assert isinstance(native_encoder(imbalance, b"\x00\x00\x00\x00\x09"), OldEncoder)
 
 
 def test_a_build_without_the_reader_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
