@@ -356,9 +356,16 @@ def apply() -> None:
             # Every stream partition is sought once more, explicitly: that marks a batch
             # fetched before (in the consumer's thread) as stale however late the drain
             # loop gets to it (see `getmany`); aiokafka's own seeks above do not.
+            # A partition is released as its seek is queued (the seek runs in the consumer's
+            # thread, and records fetched after it may be delivered before it returns: held,
+            # they were dropped with aiokafka's position past them). What was fetched before
+            # the seek is stale by then (the seek count changed: `getmany` drops it).
             for tp, offset in targets.items():
                 if tp.topic not in changelogs:
-                    await seek(self, TP(tp.topic, tp.partition), offset or 0)
+                    key = TP(tp.topic, tp.partition)
+                    if releases and self.__dict__.get(_ASSIGNMENTS, 0) == assignments:
+                        unsought(self).discard(key)
+                    await seek(self, key, offset or 0)
         finally:
             self.__dict__.pop("seek_to_committed", None)  # the class's method again
             if releases and self.__dict__.get(_ASSIGNMENTS, 0) == assignments:

@@ -149,3 +149,32 @@ async def test_a_partition_revoked_before_the_drain_loops_seek_does_not_end_the_
     assert [m.offset async for _, m in consumer.getmany(1.0)] == []  # (no exception)
     with pytest.raises(IllegalStateError):  # (other callers still see it)
         await consumer.seek(TP1, 30)
+
+
+async def test_a_held_partition_is_released_when_its_seek_is_queued(
+    consumer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After an assignment the stream partitions are held until the recovery's seek. That
+    # seek runs in the consumer's thread: records fetched after it can be delivered before
+    # it returns. Dropped as held, they were lost (aiokafka's position had moved past them;
+    # e2e `crash`: a program partition never committed after the restart).
+    async def committed(_consumer: Any) -> dict[TP, int]:
+        return {TP1: 30}
+
+    monkeypatch.setattr(type(consumer), "seek_to_committed", committed)
+    faust_fixes.unsought(consumer).add(TP1)  # (assigned, not sought yet)
+    thread = consumer._thread
+    thread.hold = True
+    seeking = asyncio.create_task(consumer.perform_seek())
+    while not thread.queued.is_set():
+        await asyncio.sleep(0)
+
+    async def fetched(timeout: float) -> Any:
+        return {TP1: _records(30, 31)}, {TP1}
+
+    consumer._wait_next_records = fetched
+    assert [m.offset async for _, m in consumer.getmany(1.0)] == [30, 31]
+    thread.release.set()
+    await seeking
+    assert faust_fixes.unsought(consumer) == set()
+    assert faust_fixes.head_gaps(consumer.app) == 0
