@@ -254,6 +254,9 @@ class SpreadJoin:
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
         self.untidy: dict[tuple[str, str], int] = {}
         self.disordered: set[tuple[str, str]] = set()
+        self._view: MarkView | None = None
+        self._view_at = float("nan")
+        """The marks' view as asked for at that wall time (a mark stays true once made)."""
         """(symbol, venue) pairs whose indexed quotes' receive times do not rise with offsets."""
         """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.loaded = False
@@ -483,8 +486,10 @@ class SpreadJoin:
                 queue.popleft()
                 out.append((held.token, held.outcome))
                 continue
-            if not asked:
-                view, asked = self.marks(), True
+            if not asked:  # (once per wall time: the agent passes one per delivered batch)
+                if wall != self._view_at:
+                    self._view, self._view_at = self.marks(), wall
+                view, asked = self._view, True
             if not self._ready(held, wall, ends, view):
                 break
             queue.popleft()

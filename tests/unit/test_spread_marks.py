@@ -105,8 +105,8 @@ def test_with_marks_a_trigger_is_decided_without_waiting_for_the_settle_time() -
     t0 = 1_800_000_000_000_000
     worker.read(book("NXT", 70_000, t0), offset=0, wall=0.0)
     worker.view = MarkView(t0 + 10 * MS, {(KRX_TOPIC, 0): 1, (NXT_TOPIC, 0): 1}, 1)
-    worker.read(book("KRX", 70_500, t0 + 10 * MS), offset=0, wall=0.0)
-    assert worker.outcome(("KRX", t0 + 10 * MS)).record is not None  # at once, wall 0
+    worker.read(book("KRX", 70_500, t0 + 10 * MS), offset=0, wall=0.001)
+    assert worker.outcome(("KRX", t0 + 10 * MS)).record is not None  # at once
 
 
 def test_a_partition_no_live_producer_wrote_is_read_to_its_end_offset_after_the_mark() -> None:
@@ -114,12 +114,12 @@ def test_a_partition_no_live_producer_wrote_is_read_to_its_end_offset_after_the_
     t0 = 1_800_000_000_000_000
     worker.read(book("NXT", 70_000, t0), offset=4, wall=0.0)  # written by an earlier producer
     worker.view = MarkView(t0 + 10 * MS, {(KRX_TOPIC, 0): 1}, 1)
-    worker.read(book("KRX", 70_500, t0 + 10 * MS), offset=0, wall=0.0)
-    assert worker.join.waiting(0.0) == {(0, "NXT")}  # covered: ask the broker's end offset
-    worker.timer(0.0, ends={(0, "NXT"): 6})  # one more NXT record the worker has not read
+    worker.read(book("KRX", 70_500, t0 + 10 * MS), offset=0, wall=0.001)
+    assert worker.join.waiting(0.002) == {(0, "NXT")}  # covered: ask the broker's end offset
+    worker.timer(0.002, ends={(0, "NXT"): 6})  # one more NXT record the worker has not read
     assert worker.decided == [(("NXT", t0), worker.decided[0][1])]
-    worker.read(book("NXT", 70_100, t0 + 5 * MS), offset=5, wall=0.0)
-    worker.timer(0.0, ends={(0, "NXT"): 6})
+    worker.read(book("NXT", 70_100, t0 + 5 * MS), offset=5, wall=0.003)
+    worker.timer(0.004, ends={(0, "NXT"): 6})
     assert worker.outcome(("KRX", t0 + 10 * MS)).record["nxt_bid"] == 70_100  # type: ignore[index]
 
 
@@ -149,3 +149,21 @@ def test_without_live_marks_the_settle_rule_still_applies() -> None:
     assert len(worker.decided) == 1  # NXT@t0 only (released by the KRX watermark)
     worker.timer(1.0, ends={(0, "NXT"): 1})
     assert worker.outcome(("KRX", t0 + 10 * MS)).record is not None
+
+
+def test_the_marks_are_asked_once_per_wall_time() -> None:
+    """The agent joins a delivered batch at one wall time: one look at the marks for all of
+    it (a mark, once made, stays true; a later one only releases more)."""
+    asked: list[int] = []
+    t0 = 1_800_000_000_000_000
+
+    def marks() -> MarkView:
+        asked.append(1)
+        return MarkView(t0, {}, 1)
+
+    join = SpreadJoin({}, max_age_ms=5_000, marks=marks, venue_topics={"KRX": KRX_TOPIC})
+    for i in range(5):  # held: the other venue is not read past them, the marks do not cover
+        join.on_book(book("KRX", 70_000, t0 + (i + 1) * MS), offset=i, partition=0, wall=1.0)
+    assert len(asked) == 1
+    join.on_book(book("KRX", 70_000, t0 + 9 * MS), offset=9, partition=0, wall=1.5)
+    assert len(asked) == 2
