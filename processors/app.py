@@ -31,7 +31,7 @@ from kis_stream import topics
 from processors import faust_fixes, faust_speed, fetch_wait
 from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
-from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, LEVEL1_FIELDS, TRADE_FIELDS
+from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, QUOTE_COLUMNS, TRADE_FIELDS
 from processors.ordering import InOrder
 from processors.publish import Output
 from processors.topology import BARS_LATE_OUT, BARS_OUT
@@ -92,7 +92,7 @@ class Processors:
         self.decoders = {
             "bars": AvroDecoder(self.registry, TRADE_FIELDS),
             "imbalance": AvroDecoder(self.registry, BOOK_FIELDS, columns=BOOK_COLUMNS),
-            "spread": AvroDecoder(self.registry, LEVEL1_FIELDS, columns=BOOK_COLUMNS),
+            "spread": AvroDecoder(self.registry, columns=QUOTE_COLUMNS),
         }
         self.encoders: dict[str, AvroEncoder] = {}
         self.outputs: dict[str, Output] = {}

@@ -60,8 +60,12 @@ def normalise(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """An int field's value, or None for anything else (bool included)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_int = as_int
 
 
 def business_date(record: Mapping[str, Any]) -> int | None:
@@ -230,8 +234,18 @@ BOOK_FIELDS = frozenset(
     {*ASK_PRICES, *BID_PRICES, *ASK_QTYS, *BID_QTYS, "total_askp_rsqn", "total_bidp_rsqn"}
 )
 """Raw book fields the imbalance reads (the decoder stops after the last of them)."""
-LEVEL1_FIELDS = frozenset({ASK_PRICES[0], BID_PRICES[0], ASK_QTYS[0], BID_QTYS[0]})
-"""Raw book fields the spread reads: level 1 only (levels 2-10 and the totals stay None)."""
+QUOTE_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "venue",
+    "event_time",
+    "received_at",
+    BID_PRICES[0],
+    ASK_PRICES[0],
+    BID_QTYS[0],
+    ASK_QTYS[0],
+)
+"""Raw book fields the spread reads, level 1 only (the decoder stops after the last of them),
+in the order `spread.quote_from_values` takes them."""
 
 
 # --------------------------------------------------------------------------------- program

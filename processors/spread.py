@@ -44,7 +44,7 @@ from faust.types import TP
 from kis_stream import topics
 from processors import faust_fixes
 from processors.codec import WireError
-from processors.inputs import Book, book_from_values
+from processors.inputs import Book, as_int
 from processors.spread_marks import MarkReader, MarkView, ProducerMarks
 from processors.table_writes import TableWriter
 
@@ -71,6 +71,24 @@ def quote_of(book: Book, offset: int) -> list[Any]:
         book.received_at,
         offset,
     ]
+
+
+_INT_OR_NONE = frozenset({int, type(None)})
+
+
+def quote_from_values(values: tuple[Any, ...], offset: int) -> list[Any] | str:
+    """`quote_of(book_from_values(...))` from the values of `inputs.QUOTE_COLUMNS` (a decoder's
+    `values`), or why the record is not a book: the same checks, without the levels the
+    spread does not read."""
+    symbol, venue, event_time, received_at, bid, ask, bid_qty, ask_qty = values
+    if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
+        return "no symbol or venue"
+    if not isinstance(received_at, int) or isinstance(received_at, bool):
+        return "no received_at"
+    level1 = (bid, ask, bid_qty, ask_qty)
+    if not _INT_OR_NONE.issuperset(map(type, level1)):  # (from the Avro decoder: never)
+        bid, ask, bid_qty, ask_qty = (as_int(v) for v in level1)
+    return [bid, ask, bid_qty, ask_qty, as_int(event_time), received_at, offset]
 
 
 def quote_empty(quote: list[Any]) -> bool:
@@ -295,26 +313,43 @@ class SpreadJoin:
         self, book: Book, *, offset: int, partition: int, wall: float, token: Any = None
     ) -> list[tuple[Any, SpreadOutcome]]:
         """Record a book update; the outcomes of every trigger that can be decided now."""
-        venue = book.venue
+        quote = quote_of(book, offset)
+        symbol, venue = book.symbol, book.venue
+        return self.on_quote(
+            symbol, venue, quote, offset=offset, partition=partition, wall=wall, token=token
+        )
+
+    def on_quote(
+        self,
+        symbol: str,
+        venue: str,
+        quote: list[Any],
+        *,
+        offset: int,
+        partition: int,
+        wall: float,
+        token: Any = None,
+    ) -> list[tuple[Any, SpreadOutcome]]:
+        """`on_book` of a book's level-1 quote (`quote_of`, `quote_from_values`)."""
         if venue not in (KRX, NXT):
             return self.skip(partition, "not a KRX or NXT book", wall=wall, token=token)
-        quote = quote_of(book, offset)
-        quotes = self._quotes(book.symbol, venue)
+        received_at = quote[RECEIVED_AT]
+        quotes = self._quotes(symbol, venue)
         if not quotes or offset > quotes[-1][SRC]:
-            if quotes and quote[RECEIVED_AT] < quotes[-1][RECEIVED_AT]:
-                self.disordered.add((book.symbol, venue))
+            if quotes and received_at < quotes[-1][RECEIVED_AT]:
+                self.disordered.add((symbol, venue))
             quotes.append(quote)
-            self.writer.set(partition, quote_key(book.symbol, venue, offset), quote)
+            self.writer.set(partition, quote_key(symbol, venue, offset), quote)
         mark = (partition, venue)
-        if book.received_at > self.watermarks.get(mark, -1):
-            self.watermarks[mark] = book.received_at
+        if received_at > self.watermarks.get(mark, -1):
+            self.watermarks[mark] = received_at
         if offset > self.last_offsets.get(mark, -1):
             self.last_offsets[mark] = offset
-            self.uncommitted[mark].append((offset, book.received_at))
-        self.held[partition].append(Held(book.symbol, venue, quote, partition, wall, token))
-        self.held_times[mark].append(book.received_at)
+            self.uncommitted[mark].append((offset, received_at))
+        self.held[partition].append(Held(symbol, venue, quote, partition, wall, token))
+        self.held_times[mark].append(received_at)
         decided = self._release(partition, wall)
-        self._prune(book.symbol, venue, partition)
+        self._prune(symbol, venue, partition)
         return decided
 
     def skip(
@@ -647,13 +682,20 @@ def register(p: Processors) -> None:
                     stats.skip("undecodable", exc)
                     decided += join.skip(message.partition, None, wall=wall, token=event)
                     continue
-                book = book_from_values(values)
-                if isinstance(book, str):
-                    stats.skip(book, values[0])  # (the symbol)
+                offset = message.offset
+                quote = quote_from_values(values, offset)
+                if isinstance(quote, str):
+                    stats.skip(quote, values[0])  # (the symbol)
                     decided += join.skip(message.partition, None, wall=wall, token=event)
                     continue
-                decided += join.on_book(
-                    book, offset=message.offset, partition=message.partition, wall=wall, token=event
+                decided += join.on_quote(
+                    values[0],
+                    values[1],
+                    quote,
+                    offset=offset,
+                    partition=message.partition,
+                    wall=wall,
+                    token=event,
                 )
             stats.inc("consumed", len(events))
             await finish(decided)

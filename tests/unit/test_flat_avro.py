@@ -152,12 +152,12 @@ def test_decoder_turns_bad_bytes_into_wire_errors() -> None:
 
 
 def test_the_spread_reads_books_only_up_to_level_one() -> None:
-    from processors.inputs import LEVEL1_FIELDS, book_from
+    from processors.inputs import QUOTE_COLUMNS, book_from
 
     schema = _plain(RAW / "h0stasp0.avsc")
     record = _record(random.Random(5), schema) | {"symbol": "005930", "venue": "KRX"}
     record |= {"askp1": 70_100, "bidp1": 70_000, "askp_rsqn1": 5, "bidp_rsqn1": 7, "received_at": 1}
-    reader = compile_reader(truncate_fields(schema, LEVEL1_FIELDS))
+    reader = compile_reader(truncate_fields(schema, frozenset(QUOTE_COLUMNS)))
     assert reader is not None
     got = reader(_fastavro_bytes(schema, record), 0)
     assert "bidp_rsqn1" in got and "bidp_rsqn2" not in got and "total_askp_rsqn" not in got

@@ -745,3 +745,20 @@ def test_the_as_of_quote_is_the_latest_by_offset_received_at_or_before_the_trigg
             else:
                 assert outcome.record is not None
                 assert outcome.record["krx_received_at"] == dict(fed)[max(before)]
+
+
+def test_the_agents_quote_from_the_decoders_values_is_the_books_quote() -> None:
+    """The agent reads `QUOTE_COLUMNS` only; it must get what a whole book would give."""
+    from processors.inputs import BOOK_COLUMNS, QUOTE_COLUMNS, book_from_values
+    from processors.spread import quote_from_values
+
+    rng = random.Random(4)
+    choices: list[Any] = [None, 0, -5, 70_000, 12, True, 1.5, "x", ""]
+    for _ in range(2_000):
+        record = {name: rng.choice(choices) for name in BOOK_COLUMNS}
+        record["symbol"] = rng.choice(["005930", "", None, 7])
+        record["venue"] = rng.choice(["KRX", "NXT", "", None])
+        record["received_at"] = rng.choice([1_700_000_000_000_000, None, True, 2.5])
+        book = book_from_values(tuple(record[name] for name in BOOK_COLUMNS))
+        got = quote_from_values(tuple(record[name] for name in QUOTE_COLUMNS), 42)
+        assert got == (book if isinstance(book, str) else quote_of(book, 42))
