@@ -106,6 +106,19 @@ class Processes:
     def tail(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
 
+    def check_running(self, names: list[str]) -> None:
+        """Fail at once if one of these processes has exited (it will never catch up)."""
+        for name in names:
+            code = self.procs[name].poll()
+            assert code is None, f"{name} exited with code {code}; its log ends:\n{self.tail(name)}"
+
+    def sleep_until(self, until: float, watch: list[str]) -> None:
+        """Sleep until `until` (monotonic), failing as soon as a watched process exits."""
+        while (left := until - time.monotonic()) > 0:
+            self.check_running(watch)
+            time.sleep(min(left, 0.5))
+        self.check_running(watch)
+
 
 def _sim_url(log: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
@@ -211,16 +224,18 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
         worker("crash", "crash")
         # The second worker joins while the first is busy with the backlog of the first
         # seconds (a rebalance with records in flight: issue 6's input loss).
-        time.sleep(float(os.environ.get("E2E_SECOND_WORKER_DELAY", "3")))
+        delay = float(os.environ.get("E2E_SECOND_WORKER_DELAY", "3"))
+        procs.sleep_until(time.monotonic() + delay, ["one", "two-a", "crash"])
         worker("two", "two-b")
+        # A worker that dies fails the run at once, with its exit code and log.
+        workers = ["one", "two-a", "two-b", "crash"]
 
-        time.sleep(max(0.0, started + KILL_AFTER_S - time.monotonic()))
-        assert procs.procs["crash"].poll() is None, procs.tail("crash")
+        procs.sleep_until(started + KILL_AFTER_S, workers)
         procs.kill("crash")  # SIGKILL: no commit, no flush
-        time.sleep(2)
+        procs.sleep_until(time.monotonic() + 2, ["one", "two-a", "two-b"])
         worker("crash", "crash")
 
-        time.sleep(max(0.0, started + SESSION_S - time.monotonic()))
+        procs.sleep_until(started + SESSION_S, workers)
         procs.stop("producer")
         procs.stop("sim")
         result = Run(prefix)
@@ -236,16 +251,19 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
         for deployment in DEPLOYMENTS:
             inputs = [*raw_topics, f"e2e-{deployment}-{tag}-program-by-venue"]
             while lag := _lag(services.bootstrap, f"e2e-{deployment}-{tag}", inputs):
+                procs.check_running(workers)
                 assert time.monotonic() < deadline, f"{deployment} did not catch up: {lag}"
                 time.sleep(1)
         previous, stable_since = -1, time.monotonic()
         while time.monotonic() < deadline:
+            procs.check_running(workers)
             total = _end_offsets(services.bootstrap, [t for ts in outputs.values() for t in ts])
             if total != previous:
                 previous, stable_since = total, time.monotonic()
             elif time.monotonic() - stable_since > 5:
                 break
             time.sleep(1)
+        procs.check_running(workers)
         for deployment, names in (("one", ["one"]), ("two", ["two-a", "two-b"])):
             result.consumed[deployment] = [
                 _counters(ports[n])["counters"]["bars"].get("consumed", 0) for n in names
@@ -254,8 +272,7 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
             counters = _counters(ports[name])
             result.offset_gaps[name] = counters["offset_gaps"]
             result.spread_counters[name] = counters["counters"]["spread"]
-        for name in ("one", "two-a", "two-b", "crash"):
-            assert procs.procs[name].poll() is None, procs.tail(name)
+        for name in workers:
             procs.stop(name)
         for topic in raw_topics:
             result.raw[topic.removeprefix(prefix)] = oracle.read_topic(
