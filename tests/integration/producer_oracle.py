@@ -8,21 +8,29 @@ from the simulator's truth log, typed by the catalogue's declared field types.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import io
 import json
+import logging
+import os
+import shutil
 import time
+import traceback
 import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import fastavro
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from kis_stream.logging import JsonFormatter, secret_filter_for
 from kis_stream.settings import Settings, load_settings
 from producer.catalogue import TrSpec, load_catalogue
 from producer.service import ProducerService
@@ -31,6 +39,9 @@ from simulator.truth import read_truth
 
 CATALOGUE = load_catalogue()
 EPOCH = dt.date(1970, 1, 1)
+ROOT = Path(__file__).resolve().parents[2]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
@@ -171,7 +182,97 @@ def read_topics(services: Any, topics: list[str], registry: Registry) -> list[Me
         assert not remaining, f"could not read to the end of {remaining}"
     finally:
         consumer.close()
+        if _current is not None:
+            _current.read.extend(out)
     return out
+
+
+# --- evidence of a failure, kept after the test's tmp dir is gone ---
+
+
+@dataclass
+class Evidence:
+    """What a failing test leaves behind: its tmp dir's truth files and logs, and what the
+    oracle read from Kafka (`read_topics` adds to the current test's)."""
+
+    work: Path
+    read: list[Message] = dataclasses.field(default_factory=list)
+
+
+_current: Evidence | None = None
+_LOGGERS = ("producer", "kis_stream", "simulator")
+
+
+def artifacts_dir() -> Path:
+    """$KIS_TEST_ARTIFACTS, else the repository's .artifacts/ (ignored by git)."""
+    return Path(os.environ.get("KIS_TEST_ARTIFACTS") or ROOT / ".artifacts")
+
+
+def keeps_evidence(test: Callable[P, R]) -> Callable[P, R]:
+    """On failure, copy the test's evidence to a stable directory named in the failure.
+
+    The test's `tmp_path` (with the simulator's truth files) is deleted by pytest in later
+    runs, and the broker with the topics at the end of the session: a rare failure of the
+    producer fault tests left nothing to look at. Kept: every *.jsonl (truth) and *.log file
+    under tmp_path, the producer's and simulator's log at DEBUG (`producer.log`), the
+    messages the oracle read (`kafka.jsonl`) and the failure (`diagnosis.txt`).
+    """
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        global _current
+        work = kwargs.get("tmp_path")
+        assert isinstance(work, Path), "a test keeping evidence takes the tmp_path fixture"
+        evidence = _current = Evidence(work)
+        handler = secret_filter_for(logging.FileHandler(work / "producer.log", delay=True))
+        handler.setFormatter(JsonFormatter())
+        loggers = [logging.getLogger(name) for name in _LOGGERS]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
+        try:
+            return test(*args, **kwargs)
+        except (Exception, pytest.fail.Exception) as exc:
+            handler.flush()
+            kept = keep_evidence(evidence, test.__name__, exc)
+            note = f"evidence of this failure kept in {kept}"
+            if isinstance(exc, AssertionError):
+                raise AssertionError(f"{exc}\n{note}") from exc
+            exc.add_note(note)
+            raise
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+            handler.close()
+            _current = None
+
+    return run
+
+
+def keep_evidence(evidence: Evidence, name: str, exc: BaseException) -> Path:
+    """Copy a failed test's evidence to a new directory under `artifacts_dir()`."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    kept = artifacts_dir() / "producer-faults" / f"{name}-{stamp}-{uuid.uuid4().hex[:4]}"
+    kept.mkdir(parents=True)
+    for path in sorted(evidence.work.rglob("*")):
+        if path.is_file() and path.suffix in (".jsonl", ".log"):
+            target = kept / path.relative_to(evidence.work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    (kept / "diagnosis.txt").write_text("".join(traceback.format_exception(exc)))
+    with (kept / "kafka.jsonl").open("w") as out:
+        for msg in evidence.read:
+            entry = {
+                "topic": msg.topic,
+                "partition": msg.partition,
+                "offset": msg.offset,
+                "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+                "value": msg.value,
+            }
+            out.write(json.dumps(entry, default=str) + "\n")
+    return kept
 
 
 # --- the truth, typed ---

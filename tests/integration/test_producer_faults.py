@@ -1,6 +1,8 @@
 """The producer under faults: broker outage, dropped connections, bad frames, bad plans, logs.
 
-Oracle as in test_producer.py: the simulator's truth log, an independent consumer.
+Oracle as in test_producer.py: the simulator's truth log, an independent consumer. A failure
+keeps its evidence (truth files, the producer's log, what the oracle read, the diagnosis) in
+.artifacts/producer-faults/ or $KIS_TEST_ARTIFACTS, named in the failure message.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.integration.producer_oracle import (
     Registry,
     assert_exactly_the_truth,
     kafka_by_stream,
+    keeps_evidence,
     producer_settings,
     read_topics,
     reported_gaps,
@@ -43,6 +46,7 @@ SYMBOLS = ("005930", "000660")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@keeps_evidence
 def test_broker_down_30s_mid_stream_nothing_lost_nothing_duplicated(
     services: Any, tmp_path: Path
 ) -> None:
@@ -76,6 +80,7 @@ def test_broker_down_30s_mid_stream_nothing_lost_nothing_duplicated(
     assert_exactly_the_truth(truth, kafka_by_stream(messages, settings.topic_prefix))
 
 
+@keeps_evidence
 def test_sigterm_while_broker_down_spools_and_next_run_sends_exactly_once(
     services: Any, tmp_path: Path
 ) -> None:
@@ -122,6 +127,7 @@ def test_sigterm_while_broker_down_spools_and_next_run_sends_exactly_once(
     assert_exactly_the_truth(truth, kafka)
 
 
+@keeps_evidence
 def test_dropped_connections_resubscribe_rekey_and_report_gaps(
     services: Any, tmp_path: Path
 ) -> None:
@@ -170,6 +176,7 @@ def test_dropped_connections_resubscribe_rekey_and_report_gaps(
     assert assert_exactly_the_truth(truth, kafka_by_stream(rebuilt, to_prefix), gaps) == matched
 
 
+@keeps_evidence
 def test_malformed_and_drifted_frames_dead_letter_and_pipeline_keeps_running(
     services: Any, tmp_path: Path
 ) -> None:
@@ -213,6 +220,7 @@ def test_malformed_and_drifted_frames_dead_letter_and_pipeline_keeps_running(
     assert all(d["raw"] in frames for d in dead), "each dead letter holds the frame as received"
 
 
+@keeps_evidence
 def test_plan_over_capacity_fails_at_startup_and_connects_nothing(
     services: Any, tmp_path: Path
 ) -> None:
@@ -237,6 +245,7 @@ def test_plan_over_capacity_fails_at_startup_and_connects_nothing(
     assert "needs 42 registrations" in result.stderr and "add 1 app key" in result.stderr
 
 
+@keeps_evidence
 def test_cli_sigterm_exits_0_records_frames_and_logs_no_secret(
     services: Any, tmp_path: Path
 ) -> None:
@@ -291,6 +300,7 @@ def _subscribed(sim: Any) -> int:
     return sum(len(s["subscriptions"]) for s in sim.stats()["sessions"])
 
 
+@keeps_evidence
 def test_every_catalogue_tr_has_a_topic_created(services: Any, tmp_path: Path) -> None:
     with simulator(tmp_path, SYMBOLS) as sim:
         settings = producer_settings(services, sim, tmp_path, kis_symbols=["005930"],
