@@ -28,7 +28,7 @@ import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from kis_stream import topics
-from processors import faust_fixes, faust_speed, fetch_wait
+from processors import faust_fixes, faust_speed, fetch_wait, gc_pauses
 from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, QUOTE_COLUMNS, TRADE_FIELDS
@@ -132,6 +132,8 @@ class Processors:
             self.stats[stream] = StreamStats()
             importlib.import_module(f"processors.{stream}").register(self)
         importlib.import_module("processors.views").register(self)
+        if settings.gc_freeze:
+            gc_pauses.register(self.app)
 
         @self.app.on_partitions_assigned.connect
         async def _reassigned(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

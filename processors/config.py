@@ -107,6 +107,9 @@ class ProcessorSettings(BaseSettings):
     """Hand each partition's records of one fetch to the agents as one Faust event (taken
     apart again in `Processors.events`): Faust's per-event machinery then runs once per fetch
     instead of once per record (processors/faust_speed.py). Commits are unchanged."""
+    gc_freeze: bool = True
+    """Leave the objects the worker made at start-up out of full garbage collections once it
+    runs (processors/gc_pauses.py): they paused the event loop for 0.1-0.3 s each time."""
     inline_delivery: bool = False
     """Experimental (processors/faust_speed.py): hand each fetched record to the agents without
     Faust's four tasks per record. Off: one end-to-end run with it on saw an offset gap after
