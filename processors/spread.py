@@ -58,6 +58,9 @@ ORDER_SLACK_US = 100_000
 _RECEIVED_AT = itemgetter(RECEIVED_AT)
 TIDY_EVERY_S, TIDY_PAIRS, TIDY_QUOTES = 0.02, 256, 200
 """How often and how much `SpreadJoin.tidy` prunes while nothing is held."""
+PRUNE_EVERY = 32
+"""The agent prunes a symbol and venue's quotes on every 32nd new one (and `tidy` in idle
+time): pruning on each quote cost a tenth of the worker's time (docs/benchmarks.md)."""
 
 
 def quote_of(book: Book, offset: int) -> list[Any]:
@@ -242,12 +245,14 @@ class SpreadJoin:
         marks: Callable[[], MarkView | None] | None = None,
         venue_topics: Mapping[str, str] | None = None,
         writer: StoreWriter | None = None,
+        prune_every: int = 1,
     ) -> None:
         """``marks``: the live producers' receive marks (`ProducerMarks.view`), which decide
         a held trigger as soon as they cover it; ``venue_topics``: each venue's topic, as
         named in the marks; ``writer``: how the store is written, in the partition of the
         quote's input (`table_writes.TableWriter` for a Faust table; by default the store
-        itself)."""
+        itself); ``prune_every``: a symbol and venue's quotes are pruned on every n-th new
+        quote (pruning later only keeps more: never a pairing less), and by `tidy`."""
         self.store = store
         self.writer: StoreWriter = writer or MappingWriter(store)
         self.marks: Callable[[], MarkView | None] = marks or (lambda: None)
@@ -272,6 +277,9 @@ class SpreadJoin:
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
         self.untidy: dict[tuple[str, str], int] = {}
         self.disordered: set[tuple[str, str]] = set()
+        self.prune_every = prune_every
+        self._prune_at: dict[tuple[str, str], int] = {}
+        """(symbol, venue) -> the length of its quotes at which `on_quote` prunes next."""
         self._view: MarkView | None = None
         self._view_at = float("nan")
         """The marks' view as asked for at that wall time (a mark stays true once made)."""
@@ -296,6 +304,7 @@ class SpreadJoin:
         self.quotes.clear()
         self.untidy.clear()
         self.disordered.clear()
+        self._prune_at.clear()
         self.loaded = False
 
     def reload(self) -> None:
@@ -307,6 +316,7 @@ class SpreadJoin:
         self.quotes.clear()
         self.untidy.clear()
         self.disordered.clear()
+        self._prune_at.clear()
         self.loaded = False
 
     def on_book(
@@ -349,7 +359,15 @@ class SpreadJoin:
         self.held[partition].append(Held(symbol, venue, quote, partition, wall, token))
         self.held_times[mark].append(received_at)
         decided = self._release(partition, wall)
-        self._prune(symbol, venue, partition)
+        if self.prune_every == 1:
+            self._prune(symbol, venue, partition)
+        else:
+            pair = (symbol, venue)
+            if len(quotes) >= self._prune_at.get(pair, 0):
+                self._prune(symbol, venue, partition)
+                self._prune_at[pair] = len(quotes) + self.prune_every
+            elif len(quotes) > 1 and pair not in self.untidy:
+                self.untidy[pair] = partition  # (for `tidy`, in idle time)
         return decided
 
     def skip(
@@ -629,8 +647,13 @@ def register(p: Processors) -> None:
     krx_topic, nxt_topic = p.topology.inputs("spread")
     topic_of = {KRX: krx_topic, NXT: nxt_topic}
 
+    tps: dict[tuple[int, str], TP] = {}
+
     def committed(partition: int, venue: str) -> int | None:
-        return faust_fixes.committed_offset(p.app, TP(topic_of[venue], partition))
+        tp = tps.get((partition, venue))
+        if tp is None:
+            tp = tps[(partition, venue)] = TP(topic_of[venue], partition)
+        return faust_fixes.committed_offset(p.app, tp)
 
     producer_marks = ProducerMarks(topic_of.values(), timeout_s=settings.spread_mark_timeout)
     mark_reader = None
@@ -647,6 +670,7 @@ def register(p: Processors) -> None:
         marks=producer_marks.view if mark_reader is not None else None,
         venue_topics=topic_of,
         writer=TableWriter(table),
+        prune_every=PRUNE_EVERY,
     )
     out = p.output(topics.SPREAD_KRX_NXT)
     in_order = asyncio.Lock()

@@ -344,6 +344,25 @@ def test_quotes_go_once_no_uncommitted_trigger_of_the_other_venue_can_need_them(
     )
 
 
+def test_pruning_every_nth_quote_keeps_more_for_a_while_and_tidy_catches_up() -> None:
+    every = Pairing(max_age_ms=5_000)
+    sparse = Pairing(max_age_ms=5_000)
+    sparse.join.prune_every = 8
+    sizes = []
+    for i in range(60):
+        for pairing in (every, sparse):
+            pairing.committed = {"KRX": max(0, i - 3), "NXT": max(0, i - 3)}
+            pairing.feed(book("KRX", 100, 102, received_at=(2 * i) * SECOND), offset=i)
+            pairing.feed(book("NXT", 100, 104, received_at=(2 * i + 1) * SECOND), offset=i)
+        assert set(every.store) <= set(sparse.store)  # pruning later keeps more, never less
+        sizes.append(len(sparse.store) - len(every.store))
+    assert 8 <= max(sizes) <= 2 * 8  # pruned in steps of 8 quotes per symbol and venue
+    assert sparse.records == every.records
+    while sparse.join.tidy():
+        pass
+    assert sparse.store == every.store
+
+
 def test_quotes_left_by_lagging_commits_go_in_idle_time_by_the_same_rule() -> None:
     pairing = Pairing(max_age_ms=5_000)
     for i in range(50):
@@ -504,8 +523,11 @@ class Changelog(dict[str, Any]):
         dict.update(self, self.flushed)
 
 
+@pytest.mark.parametrize("prune_every", [1, 7])
 @pytest.mark.parametrize("seed", [13, 16, 19, 20, 21, 22])
-def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: int) -> None:
+def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(
+    seed: int, prune_every: int
+) -> None:
     """Random fetch batches, commits and crashes; the outputs together equal the as-of join.
 
     (With these seeds, a table that keeps only what the held triggers need, as if every
@@ -545,6 +567,7 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(seed: i
             max_wait_s=2.0,  # (a slow worker: the maximum wait passes while catching up)
             settle_s=0.5,
             committed=lambda partition, venue: committed[venue],
+            prune_every=prune_every,
         )
         position = dict(committed)
         ends = {(0, v): len(books[v]) for v in books}  # all written before the first read
