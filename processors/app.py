@@ -234,10 +234,18 @@ class Processors:
         self.guards.append(guard)
         async for delivered in cast(faust.Stream[bytes], stream).noack().events():
             events = list(faust_speed.unbatched(delivered))  # (a batch's records, in order)
-            for event in events:
-                message = event.message
-                if not guard.check(message.tp, message.offset):
+            if not events:
+                continue
+            first, last = events[0].message, events[-1].message
+            offsets = [event.message.offset for event in events]
+            if first.tp == last.tp and offsets == list(range(first.offset, last.offset + 1)):
+                if not guard.check_run(first.tp, first.offset, last.offset, len(events)):
                     self.agent_gaps += 1
+            else:
+                for event in events:
+                    message = event.message
+                    if not guard.check(message.tp, message.offset):
+                        self.agent_gaps += 1
             yield events
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[faust_speed.Records]:

@@ -36,3 +36,12 @@ class InOrder:
             log.warning("%s: offset %d follows %d: records skipped", tp, offset, expected - 1)
             return False
         return True
+
+    def check_run(self, tp: TP, first: int, last: int, count: int) -> bool:
+        """`check` of `count` records of one partition with the consecutive offsets `first`
+        to `last` (the usual batch), at the cost of one check."""
+        if last - first + 1 != count:
+            raise ValueError("not a run of consecutive offsets")
+        ok = self.check(tp, first)
+        self.next[tp] = max(last + 1, self.next[tp])
+        return ok

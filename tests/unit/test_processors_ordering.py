@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from faust.types import TP
 
 from processors.ordering import InOrder
@@ -29,3 +30,18 @@ def test_a_rebalance_starts_new_sequences() -> None:
     guard.check(TP0, 5)
     guard.reset()
     assert guard.check(TP0, 50) is True  # resumed at the committed offset, wherever it is
+
+
+def test_a_run_of_consecutive_offsets_checks_as_each_of_them() -> None:
+    runs = [(5, 9), (10, 12), (11, 14), (20, 21), (22, 22)]
+    one, each = InOrder(), InOrder()
+    for first, last in runs:
+        ok = one.check_run(TP0, first, last, last - first + 1)
+        assert ok == all([each.check(TP0, o) for o in range(first, last + 1)])
+        assert one.next == each.next
+    assert one.gaps == each.gaps == 1  # 15..19
+
+
+def test_a_run_must_be_consecutive() -> None:
+    with pytest.raises(ValueError):
+        InOrder().check_run(TP0, 5, 9, 4)
