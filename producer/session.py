@@ -10,9 +10,13 @@ that rapid connect/subscribe loops can get an app key or IP blocked) -> streamin
 answers PINGPONG, recycles a connection that has been silent too long during market hours,
 and after any loss reconnects with capped exponential backoff and jitter, resubscribes the
 whole plan and reports the gap (from the last message received to the moment every
-registration is acknowledged again) as a status event. A registration KIS refuses is asked
-again on the same connection after a backoff of its own (except an invalid tr_key); the
-session is not ready while one is refused.
+registration is acknowledged again) as a status event. A send that fails (a PINGPONG
+answer, a subscribe request) does not drop the connection at once: what the server wrote
+before it went away is still readable, so the session keeps reading and handing on frames
+until the read fails, comes up empty or `drain_timeout_s` passes, and only then closes; the
+gap starts at the last message so read. A registration KIS refuses is asked again on the
+same connection after a backoff of its own (except an invalid tr_key); the session is not
+ready while one is refused.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class SessionConfig:
     market_hours: MarketHours = ALWAYS
     pingpong_reply: str = "both"
     recv_timeout_s: float = 0.5
+    drain_timeout_s: float = 2.0
+    """After a failed send, how long at most to keep reading what the connection still holds."""
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -108,6 +114,10 @@ class _Closed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _SendFailed(_Closed):
+    """A send failed: the connection is lost, but what it already received is still readable."""
 
 
 def _now_us() -> int:
@@ -273,46 +283,62 @@ class Session:
         stamp = _now_us if marks is None else marks.stamp
         unstamp = (lambda received_at: None) if marks is None else marks.settle
         self._retry_due, self._retry_attempts = [], {}
+        failed: _SendFailed | None = None  # once a send failed: only read (drain), then close
+        drain_until, drained_from = 0.0, 0
         self._set_state(SessionState.SUBSCRIBING)
         while not self._stop.is_set():
             now = time.monotonic()
-            if self._retry_due:
-                self._queue_due_retries(now, pending)
-            if pending and now >= next_send:
-                sub = pending.popleft()
-                self._send_subscribe(conn, approval, sub)
-                outstanding.append(sub)
-                next_send = now + cfg.subscribe_interval_s
-            if self.state is SessionState.SUBSCRIBING and not pending and not outstanding:
-                self._streaming(conn_id)
-                last_data = time.monotonic()
-            if (
-                self.state is SessionState.STREAMING
-                and cfg.silence_timeout_s > 0
-                and now - last_data > cfg.silence_timeout_s
-                and cfg.market_hours.contains(dt.datetime.now(dt.UTC))
-            ):
-                raise _Closed(f"silent for {cfg.silence_timeout_s:g}s during market hours")
-            timeout = cfg.recv_timeout_s
-            if pending:
-                timeout = max(0.001, min(timeout, next_send - time.monotonic()))
-            if self._retry_due:
-                first_due = min(due for due, _ in self._retry_due)
-                timeout = max(0.001, min(timeout, first_due - time.monotonic()))
+            if failed is not None:
+                if now >= drain_until:
+                    raise self._drained(failed, seq - drained_from)
+                timeout = max(0.001, min(cfg.recv_timeout_s, drain_until - now))
+            else:
+                if self._retry_due:
+                    self._queue_due_retries(now, pending)
+                if pending and now >= next_send:
+                    sub = pending.popleft()
+                    try:
+                        self._send_subscribe(conn, approval, sub)
+                    except _SendFailed as exc:
+                        failed, drain_until = exc, now + cfg.drain_timeout_s
+                        drained_from = seq
+                        continue
+                    outstanding.append(sub)
+                    next_send = now + cfg.subscribe_interval_s
+                if self.state is SessionState.SUBSCRIBING and not pending and not outstanding:
+                    self._streaming(conn_id)
+                    last_data = time.monotonic()
+                if (
+                    self.state is SessionState.STREAMING
+                    and cfg.silence_timeout_s > 0
+                    and now - last_data > cfg.silence_timeout_s
+                    and cfg.market_hours.contains(dt.datetime.now(dt.UTC))
+                ):
+                    raise _Closed(f"silent for {cfg.silence_timeout_s:g}s during market hours")
+                timeout = cfg.recv_timeout_s
+                if pending:
+                    timeout = max(0.001, min(timeout, next_send - time.monotonic()))
+                if self._retry_due:
+                    first_due = min(due for due, _ in self._retry_due)
+                    timeout = max(0.001, min(timeout, first_due - time.monotonic()))
             if timeout != current_timeout:  # a syscall: not once per frame while streaming
                 conn.settimeout(timeout)
                 current_timeout = timeout
             try:
                 opcode, data = conn.recv_data()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except websocket.WebSocketConnectionClosedException:
-                raise _Closed("connection closed by the server") from None
-            except (OSError, websocket.WebSocketException) as exc:
+            except (OSError, websocket.WebSocketException) as exc:  # a timeout too
+                if failed is not None:  # the read failed, closed or came up empty: drained
+                    raise self._drained(failed, seq - drained_from) from None
+                if isinstance(exc, websocket.WebSocketTimeoutException):
+                    continue
+                if isinstance(exc, websocket.WebSocketConnectionClosedException):
+                    raise _Closed("connection closed by the server") from None
                 raise _Closed(f"socket error: {type(exc).__name__}: {exc}") from None
             received_at = stamp()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 unstamp(received_at)
+                if failed is not None:
+                    raise self._drained(failed, seq - drained_from)
                 raise _Closed("connection closed by the server")
             if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                 unstamp(received_at)
@@ -330,7 +356,12 @@ class Session:
             message = parse_system(raw)
             if isinstance(message, PingPong):
                 unstamp(received_at)
-                self._answer_ping(conn, message)
+                if failed is None:
+                    try:
+                        self._answer_ping(conn, message)
+                    except _SendFailed as exc:
+                        failed, drain_until = exc, time.monotonic() + cfg.drain_timeout_s
+                        drained_from = seq
                 continue
             seq += 1
             self._on_frame((conn_id, seq, received_at, raw))  # acks carry keys: keep them
@@ -338,6 +369,14 @@ class Session:
                 self._on_ack(message, outstanding, conn_id)
             else:
                 self._on_error(message, outstanding, conn_id)
+
+    def _drained(self, failed: _SendFailed, frames: int) -> _SendFailed:
+        """The drain after a failed send is over: the connection closes for that failure."""
+        log.info(
+            "read what the connection still held after a failed send",
+            extra={"session": self.name, "reason": failed.reason, "frames": frames},
+        )
+        return failed
 
     def _queue_due_retries(self, now: float, pending: deque[Subscription]) -> None:
         due = [item for item in self._retry_due if item[0] <= now]
@@ -360,7 +399,7 @@ class Session:
         try:
             conn.send(request)
         except (OSError, websocket.WebSocketException) as exc:
-            raise _Closed(f"send failed: {type(exc).__name__}") from None
+            raise _SendFailed(f"send failed: {type(exc).__name__}") from None
 
     def _answer_ping(self, conn: Connection, ping: PingPong) -> None:
         mode = self._config.pingpong_reply
@@ -370,7 +409,7 @@ class Session:
             if mode in ("echo", "both"):
                 conn.send(ping.raw)
         except (OSError, websocket.WebSocketException) as exc:
-            raise _Closed(f"send failed: {type(exc).__name__}") from None
+            raise _SendFailed(f"send failed: {type(exc).__name__}") from None
 
     def _take(
         self, outstanding: deque[Subscription], tr_id: str | None, tr_key: str | None
