@@ -10,13 +10,20 @@ what is queued behind it is still delivered, up to the end of the stream.
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
 import time
 from typing import Any
 
+import pytest
 import websocket
 
 from producer.session import FrameItem
-from tests.unit.test_session import PING_TEXT, PLAN, FakeConnection, Harness, data
+from producer.ws_reader import BufferedConnection
+from tests.unit.test_session import PING_TEXT, PLAN, FakeConnection, Harness, ack, data
+from tests.unit.test_ws_reader import frame as ws_frame
+from tests.unit.test_ws_reader import read_client_frame
 
 ABORT = "ABORT"
 """Script marker: the server aborted here; every send from now on fails."""
@@ -153,3 +160,76 @@ def test_the_drain_is_bounded_in_time() -> None:
         h.wait(lambda: len(h.server.connections) == 2 and len(h.named("gap")) == 1)
     assert of(h.frames, FIRST), "the flood was read while it lasted"
     assert h.named("disconnected")[0].reason == "send failed: BrokenPipeError"
+
+
+class Gated:
+    """A real connection whose reader can be parked, so the server's abort lands unread."""
+
+    def __init__(self, inner: BufferedConnection) -> None:
+        self.inner = inner
+        self.open = threading.Event()
+        self.open.set()
+        self.parked = threading.Event()
+
+    def recv_data(self, control_frame: bool = False) -> tuple[int, Any]:
+        if not self.open.is_set():
+            self.parked.set()
+            self.open.wait(10)
+        return self.inner.recv_data(control_frame)
+
+    def send(self, payload: str, opcode: int = websocket.ABNF.OPCODE_TEXT) -> Any:
+        return self.inner.send(payload, opcode)
+
+    def pong(self, payload: str | bytes = "") -> Any:
+        return self.inner.pong(payload)
+
+    def settimeout(self, timeout: float | None) -> Any:
+        return self.inner.settimeout(timeout)
+
+    def close(self, status: int = 1000, reason: bytes = b"", timeout: float = 1.0) -> Any:
+        return self.inner.close(status, reason, timeout)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux TCP semantics")
+def test_a_real_tcp_connection_reset_by_the_server_is_read_to_its_end() -> None:
+    """Linux keeps what arrived before a RST readable: the failed pong must not discard it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    gates: list[Gated] = []
+
+    def connect(url: str, timeout: float) -> Gated:
+        if gates:
+            raise ConnectionRefusedError("once is enough")
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws.sock, ws.connected = socket.create_connection(listener.getsockname(), 5), True
+        gates.append(Gated(BufferedConnection(ws)))
+        return gates[0]
+
+    h = Harness([], pingpong_reply="both")
+    h.session._connect = connect
+    behind = [data("005930", n) for n in range(2, 300)]
+    try:
+        with h:
+            server, _ = listener.accept()
+            with server:
+                server.settimeout(5)
+                for _ in PLAN.subscriptions:  # ack each registration request
+                    request = json.loads(read_client_frame(server)[1])["body"]["input"]
+                    server.sendall(ws_frame(ack(request["tr_id"], request["tr_key"]).encode()))
+                h.wait(lambda: h.session.ready)
+                gates[0].open.clear()
+                h.wait(gates[0].parked.is_set)
+                sent = [data("005930", 1), PING_TEXT, *behind]
+                server.sendall(b"".join(ws_frame(m.encode()) for m in sent))
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client = gates[0].inner._sock
+            h.wait(lambda: client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7)
+            gates[0].open.set()  # the reset has arrived (TCP_CLOSE): now the pong must fail
+            h.wait(lambda: bool(h.named("disconnected")))
+    finally:
+        listener.close()
+    got = [f[3] for f in h.frames if f[3][:1] == b"0"]
+    assert got == [m.encode() for m in [data("005930", 1), *behind]]
+    disconnected = h.named("disconnected")[0]  # later ones: the refused reconnects
+    assert (disconnected.reason or "").startswith("send failed: "), disconnected.reason
+    assert disconnected.gap_from == h.frames[-1][2]
