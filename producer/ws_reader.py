@@ -74,7 +74,10 @@ class BufferedConnection:
             fin, opcode, payload = frame
             if opcode in _CONTROL:
                 if opcode == ABNF.OPCODE_PING:
-                    self._ws.pong(payload)
+                    # A pong that cannot be sent (the peer is gone) must not end the read:
+                    # frames already received are still read, up to the closed socket.
+                    with contextlib.suppress(OSError, websocket.WebSocketException):
+                        self._ws.pong(payload)
                 elif opcode == ABNF.OPCODE_CLOSE:
                     with contextlib.suppress(OSError, websocket.WebSocketException):
                         self._ws.send_close()  # the peer may already be gone

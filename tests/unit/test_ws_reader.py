@@ -115,6 +115,17 @@ def test_peer_gone_raises_closed(pair: Pair) -> None:
         conn.recv_data()
 
 
+def test_frames_after_a_ping_whose_pong_fails_are_still_read(pair: Pair) -> None:
+    conn, _, server = pair
+    server.sendall(frame(b"first") + frame(b"hi", ABNF.OPCODE_PING) + frame(b"a") + frame(b"b"))
+    server.close()  # gone: the pong cannot be sent, what was received can still be read
+    assert conn.recv_data() == (ABNF.OPCODE_TEXT, b"first")
+    assert conn.recv_data() == (ABNF.OPCODE_TEXT, b"a")
+    assert conn.recv_data() == (ABNF.OPCODE_TEXT, b"b")
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        conn.recv_data()
+
+
 def test_masked_server_frame_is_unmasked(pair: Pair) -> None:
     conn, _, server = pair
     server.sendall(masked_frame(b"0|H0STCNT0|001|abc"))
