@@ -13,7 +13,9 @@ format, the producer's encoder) are written straight into the raw topics, and on
   by default, lowest first); latency is from handing the raw record to the Kafka client to
   a consumer receiving the derived record. For bars it is the delay of each bar after the
   end of its (wall-clock-aligned) second. Above the worker's throughput a backlog builds up
-  and the latency grows with the run's length.
+  and the latency grows with the run's length. The part up to the worker's append of the
+  output (its Kafka timestamp) is shown too: the rest is delivery (the worker producer's
+  linger, the broker, the bench's consumer).
 
 The bench stands in for the producer, so it publishes receive marks as the producer does
 (producer/marks.py: records stamped, held until acknowledged, marks from the thread that
@@ -385,11 +387,14 @@ def run_stream(
         throughput = n / ((last - first) / 1000)
         cpu = cpu_last - cpu_first if cpu_first is not None and cpu_last is not None else None
         latency = {}
+        appended = {}
         for rate in rates:  # lowest first: a backlog left by an overload would skew the next
-            values = _latency(
+            values, in_worker = _latency(
                 stream, writer, market, writer_producer, consumer, decoder, rate, seconds
             )
             latency[f"{rate:g}"] = _percentiles(values)
+            if in_worker:
+                appended[f"{rate:g}"] = _percentiles(in_worker)
     consumer.close()
     return {
         "stream": stream,
@@ -400,6 +405,7 @@ def run_stream(
         "events_per_cpu_s": round(n / cpu) if cpu else None,
         "load_average_1m": [load_before, load_average()],
         "latency_ms_by_rate": latency,
+        "to_output_append_ms_by_rate": appended,
     }
 
 
@@ -412,10 +418,13 @@ def _latency(
     decoder: AvroDecoder,
     rate: float,
     seconds: float,
-) -> list[float]:
-    """Produce at `rate` for `seconds`; per derived record, ms from input to its arrival."""
+) -> tuple[list[float], list[float]]:
+    """Produce at `rate` for `seconds`; per derived record, ms from input to its arrival, and
+    the part of it from input to the worker's append of the output (the record's Kafka
+    timestamp, set when the worker's producer appends it: ms resolution)."""
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
+    in_worker: list[float] = []
 
     def observe(timeout: float) -> None:
         # Everything that has arrived (one poll per message could not keep up with 2,000
@@ -436,6 +445,7 @@ def _latency(
             sent = sent_at.get(received) if received is not None else None
             if sent is not None:
                 latencies.append((arrived - sent) * 1000)
+                in_worker.append(message.timestamp()[1] - sent * 1000)
 
     run_start_ms = int(time.time() * 1000)
     start = time.monotonic()
@@ -456,7 +466,7 @@ def _latency(
     while time.monotonic() < drain_until:
         observe(0.1)
         producer.pump()
-    return latencies
+    return latencies, in_worker
 
 
 @click.command("process")
@@ -506,5 +516,11 @@ def bench_process(
                         f"p95 {lat['p95']} ms  p99 {lat['p99']} ms  max {lat['max']} ms  "
                         f"(n={lat['samples']})"
                     )
+                    part = result["to_output_append_ms_by_rate"].get(rate)
+                    if part:
+                        click.echo(
+                            f"{'':10s}   of which to the worker's output append: "
+                            f"p50 {part['p50']} ms  p95 {part['p95']} ms  p99 {part['p99']} ms"
+                        )
     if as_json:
         click.echo(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
