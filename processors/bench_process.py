@@ -84,6 +84,7 @@ class MarkedProducer:
                 "bootstrap.servers": bootstrap,
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 2_000_000,
+                "socket.nagle.disable": True,  # as the producer's (producer/sink.py)
             }
         )
         self.clock = clock
