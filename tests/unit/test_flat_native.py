@@ -265,15 +265,21 @@ def test_native_encoder_writes_the_python_bytes(path: Path) -> None:
         assert encoder.encode(record) == bytes(out)
 
 
-def test_encoders_of_both_paths_agree_and_refuse_alike() -> None:
-    schema = json.loads((DERIVED / "book_imbalance.avsc").read_text(encoding="utf-8"))
-    client = registry_client("mock://flat-native-enc")
-    native = AvroEncoder(client, "imbalance-value", schema)
+def _both_encoders(file: str, subject: str) -> tuple[Any, AvroEncoder, AvroEncoder]:
+    """(schema, native encoder, pure-Python encoder) of a derived schema."""
+    schema = json.loads((DERIVED / file).read_text(encoding="utf-8"))
+    client = registry_client(f"mock://flat-native-{subject}")
+    native = AvroEncoder(client, subject, schema)
     with pure_python():
-        python = AvroEncoder(client, "imbalance-value", schema)
+        python = AvroEncoder(client, subject, schema)
         python.register()
     native.register()
     assert native._native is not None and python._native is None
+    return schema, native, python
+
+
+def test_encoders_of_both_paths_agree_and_refuse_alike() -> None:
+    schema, native, python = _both_encoders("book_imbalance.avsc", "imbalance-value")
     rng = random.Random(9)
     for _ in range(30):
         record = _record(rng, strip_logical_types(schema))
@@ -286,14 +292,7 @@ def test_encoders_of_both_paths_agree_and_refuse_alike() -> None:
 
 
 def test_booleans_are_written_and_refused_as_the_python_writer_does() -> None:
-    schema = json.loads((DERIVED / "spread_krx_nxt.avsc").read_text(encoding="utf-8"))
-    client = registry_client("mock://flat-native-bool")
-    native = AvroEncoder(client, "spread-value", schema)
-    with pure_python():
-        python = AvroEncoder(client, "spread-value", schema)
-        python.register()
-    native.register()
-    assert native._native is not None and python._native is None
+    schema, native, python = _both_encoders("spread_krx_nxt.avsc", "spread-value")
     record = _record(random.Random(11), strip_logical_types(schema))
     for flag in (True, False):
         flagged = record | {"crossed": flag}
