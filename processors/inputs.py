@@ -65,19 +65,16 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-_int = as_int
-
-
 def business_date(record: Mapping[str, Any]) -> int | None:
     """Business date (days since epoch, Korea time) of a record without a date field.
 
     Taken from the envelope's exchange `event_time` (the decoder stamps it with the session's
     business date); a record without one falls back to its receive time, never to `now()`.
     """
-    event_time = _int(record.get("event_time"))
+    event_time = as_int(record.get("event_time"))
     if event_time is not None:
         return kst_date(event_time)
-    received_at = _int(record.get("received_at"))
+    received_at = as_int(record.get("received_at"))
     if received_at is not None:
         return kst_date(received_at // 1000)
     return None
@@ -122,16 +119,16 @@ def trade_from(record: Mapping[str, Any]) -> Trade | str:
     symbol, venue = record.get("symbol"), record.get("venue")
     if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
         return "no symbol or venue"
-    price, volume = _int(record.get("stck_prpr")), _int(record.get("cntg_vol"))
+    price, volume = as_int(record.get("stck_prpr")), as_int(record.get("cntg_vol"))
     if price is None or price <= 0:
         return "no price"
     if volume is None or volume < 0:
         return "no volume"
-    days, hour = _int(record.get("bsop_date")), _int(record.get("stck_cntg_hour"))
+    days, hour = as_int(record.get("bsop_date")), as_int(record.get("stck_cntg_hour"))
     if days is not None and hour is not None:
         instant = kst_instant_ms(days, hour)
     else:
-        event_time = _int(record.get("event_time"))
+        event_time = as_int(record.get("event_time"))
         if event_time is None:
             return "no event time"
         instant = event_time
@@ -184,7 +181,7 @@ def _level(price: int | None, qty: int | None) -> bool:
     return price is not None and price > 0 and qty is not None and qty > 0
 
 
-_INT_OR_NONE = frozenset({int, type(None)})
+INT_OR_NONE = frozenset({int, type(None)})
 
 BOOK_COLUMNS: tuple[str, ...] = (
     "symbol",
@@ -201,27 +198,36 @@ BOOK_COLUMNS: tuple[str, ...] = (
 """The raw book fields a `Book` is made of, in the order `book_from_values` takes them."""
 
 
-def book_from_values(values: tuple[Any, ...]) -> Book | str:
-    """`book_from` of the values of `BOOK_COLUMNS`, in that order (a decoder's `values`)."""
-    symbol, venue, event_time, received_at = values[0], values[1], values[2], values[3]
+def envelope_problem(symbol: Any, venue: Any, received_at: Any) -> str | None:
+    """Why a raw book's envelope cannot be used (no symbol or venue, no receive time), or
+    None."""
     if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
         return "no symbol or venue"
     if not isinstance(received_at, int) or isinstance(received_at, bool):
         return "no received_at"
+    return None
+
+
+def book_from_values(values: tuple[Any, ...]) -> Book | str:
+    """`book_from` of the values of `BOOK_COLUMNS`, in that order (a decoder's `values`)."""
+    symbol, venue, event_time, received_at = values[0], values[1], values[2], values[3]
+    problem = envelope_problem(symbol, venue, received_at)
+    if problem is not None:
+        return problem
     levels = values[4:44]
-    if not _INT_OR_NONE.issuperset(map(type, levels)):  # (from the Avro decoder: never)
-        levels = tuple(_int(v) for v in levels)
+    if not INT_OR_NONE.issuperset(map(type, levels)):  # (from the Avro decoder: never)
+        levels = tuple(as_int(v) for v in levels)
     return Book(
         symbol,
         venue,
-        _int(event_time),
+        as_int(event_time),
         received_at,
         levels[0:10],
         levels[10:20],
         levels[20:30],
         levels[30:40],
-        _int(values[44]),
-        _int(values[45]),
+        as_int(values[44]),
+        as_int(values[45]),
     )
 
 
@@ -296,23 +302,23 @@ def program_from(record: Mapping[str, Any]) -> ProgramUpdate | str:
     symbol, venue = record.get("symbol"), record.get("venue")
     if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
         return "no symbol or venue"
-    received_at = _int(record.get("received_at"))
+    received_at = as_int(record.get("received_at"))
     if received_at is None:
         return "no received_at"
     day = business_date(record)
     if day is None:
         return "no business date"
-    sell_qty, buy_qty = _int(record.get("seln_cnqn")), _int(record.get("shnu_cnqn"))
-    sell_amount, buy_amount = _int(record.get("seln_tr_pbmn")), _int(record.get("shnu_tr_pbmn"))
-    net_qty = _net(_int(record.get("ntby_cnqn")), buy_qty, sell_qty)
-    net_amount = _net(_int(record.get("ntby_tr_pbmn")), buy_amount, sell_amount)
+    sell_qty, buy_qty = as_int(record.get("seln_cnqn")), as_int(record.get("shnu_cnqn"))
+    sell_amount, buy_amount = as_int(record.get("seln_tr_pbmn")), as_int(record.get("shnu_tr_pbmn"))
+    net_qty = _net(as_int(record.get("ntby_cnqn")), buy_qty, sell_qty)
+    net_amount = _net(as_int(record.get("ntby_tr_pbmn")), buy_amount, sell_amount)
     if net_qty is None or net_amount is None:
         return "no net-buy figures"
     return ProgramUpdate(
         symbol=symbol,
         venue=venue,
         business_date=day,
-        event_time=_int(record.get("event_time")),
+        event_time=as_int(record.get("event_time")),
         received_at=received_at,
         sell_qty=sell_qty,
         sell_amount=sell_amount,

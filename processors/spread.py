@@ -44,7 +44,7 @@ from faust.types import TP
 from kis_stream import topics
 from processors import faust_fixes
 from processors.codec import WireError
-from processors.inputs import Book, as_int
+from processors.inputs import INT_OR_NONE, Book, as_int, envelope_problem
 from processors.spread_marks import MarkReader, MarkView, ProducerMarks
 from processors.table_writes import TableWriter
 
@@ -76,20 +76,16 @@ def quote_of(book: Book, offset: int) -> list[Any]:
     ]
 
 
-_INT_OR_NONE = frozenset({int, type(None)})
-
-
 def quote_from_values(values: tuple[Any, ...], offset: int) -> list[Any] | str:
     """`quote_of(book_from_values(...))` from the values of `inputs.QUOTE_COLUMNS` (a decoder's
     `values`), or why the record is not a book: the same checks, without the levels the
     spread does not read."""
     symbol, venue, event_time, received_at, bid, ask, bid_qty, ask_qty = values
-    if not isinstance(symbol, str) or not symbol or not isinstance(venue, str) or not venue:
-        return "no symbol or venue"
-    if not isinstance(received_at, int) or isinstance(received_at, bool):
-        return "no received_at"
+    problem = envelope_problem(symbol, venue, received_at)
+    if problem is not None:
+        return problem
     level1 = (bid, ask, bid_qty, ask_qty)
-    if not _INT_OR_NONE.issuperset(map(type, level1)):  # (from the Avro decoder: never)
+    if not INT_OR_NONE.issuperset(map(type, level1)):  # (from the Avro decoder: never)
         bid, ask, bid_qty, ask_qty = (as_int(v) for v in level1)
     return [bid, ask, bid_qty, ask_qty, as_int(event_time), received_at, offset]
 
@@ -276,15 +272,15 @@ class SpreadJoin:
         """Per partition and venue, the receive times of the held triggers, in order."""
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
         self.untidy: dict[tuple[str, str], int] = {}
+        """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.disordered: set[tuple[str, str]] = set()
+        """(symbol, venue) pairs whose indexed quotes' receive times do not rise with offsets."""
         self.prune_every = prune_every
         self._prune_at: dict[tuple[str, str], int] = {}
         """(symbol, venue) -> the length of its quotes at which `on_quote` prunes next."""
         self._view: MarkView | None = None
         self._view_at = float("nan")
         """The marks' view as asked for at that wall time (a mark stays true once made)."""
-        """(symbol, venue) pairs whose indexed quotes' receive times do not rise with offsets."""
-        """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.loaded = False
 
     def reset(self) -> None:
@@ -496,13 +492,11 @@ class SpreadJoin:
             old = quotes.popleft()
             self.writer.delete(partition, quote_key(symbol, venue, old[SRC]))
             dropped += 1
-        if len(quotes) < 2:
-            self.disordered.discard(key)
+        self.untidy.pop(key, None)
         if len(quotes) > 1:
-            self.untidy.pop(key, None)  # (to the end of the round)
-            self.untidy[key] = partition
+            self.untidy[key] = partition  # (again: at the end of the round)
         else:
-            self.untidy.pop(key, None)
+            self.disordered.discard(key)
         return dropped
 
     def tidy(self, max_pairs: int = TIDY_PAIRS, max_quotes: int = TIDY_QUOTES) -> int:

@@ -37,7 +37,6 @@ class TableWriter:
         self._kafka: Any = None
         """aiokafka's producer once started, while the fast path applies (memory store)."""
         self._tps: dict[int, TopicPartition] = {}
-        self._watched: dict[TopicPartition, Any] = {}
         self._items: MutableMapping[Any, Any] | None = None
         self._dumps_key: Callable[[Any], bytes] | None = None
         self._dumps_value: Callable[[Any], bytes] | None = None
@@ -70,9 +69,7 @@ class TableWriter:
             value_bytes = None if value is None else self._dumps_value(value)
             batch = append_record(kafka, tp, self._dumps_key(key), value_bytes)
             if batch is not None:
-                if self._watched.get(tp) is not batch:
-                    self._watched[tp] = batch
-                    watch_changelog_batch(self.table, tp, batch)
+                watch_changelog_batch(self.table, tp, batch)
                 return
             self._kafka = None  # (closed or failed: Faust's own path decides what happens)
         if value is None:
@@ -105,7 +102,7 @@ def dumper(codec: Any) -> Callable[[Any], bytes]:
     Faust's plain json codec directly (its layers cost more than the encoding).
     """
     if not codec:
-        return lambda obj: obj if isinstance(obj, bytes) else want_bytes(obj)
+        return want_bytes
     resolved = codecs.get_codec(codec)
     if type(resolved) is codecs.json and list(resolved.nodes) == [resolved]:
         dumps = faust_json.dumps

@@ -498,13 +498,18 @@ def compile_python_encoder(schema: Schema, *, from_record: bool = False) -> Call
     return encode
 
 
+def confluent_header(schema_id: int) -> bytes:
+    """The Confluent wire-format header: magic byte 0, then the schema id (big-endian)."""
+    return MAGIC + struct.pack(">I", schema_id)
+
+
 class ConfluentEncoder:
     """Confluent wire format for one schema: magic 0, schema id (4 bytes BE), Avro body."""
 
     def __init__(self, schema: Schema, schema_id: int) -> None:
         self.schema = schema
         self.schema_id = schema_id
-        self._encode = compile_wire_encoder(schema, MAGIC + struct.pack(">I", schema_id))
+        self._encode = compile_wire_encoder(schema, confluent_header(schema_id))
 
     def encode(self, datum: Mapping[str, Any]) -> bytes:
         return self._encode(datum)
@@ -518,7 +523,7 @@ class RawEncoder:
         self._encoders: dict[str, Callable[[Record], bytes]] = {}
         for spec in cat:
             if spec.tr_id in schema_ids:
-                header = MAGIC + struct.pack(">I", schema_ids[spec.tr_id])
+                header = confluent_header(schema_ids[spec.tr_id])
                 self._encoders[spec.tr_id] = compile_wire_encoder(
                     raw_schema(spec), header, from_record=True
                 )
@@ -533,7 +538,7 @@ class FastavroEncoder:
 
     def __init__(self, schema: Schema, schema_id: int) -> None:
         self._parsed = fastavro.parse_schema(schema)
-        self._header = MAGIC + struct.pack(">I", schema_id)
+        self._header = confluent_header(schema_id)
         self._buffer = io.BytesIO()
 
     def encode(self, datum: Mapping[str, Any]) -> bytes:
@@ -593,8 +598,3 @@ def register_dead_letter_schema(client: SchemaRegistryClient) -> int:
 def raw_subjects(catalogue: Catalogue | None = None) -> Iterable[str]:
     cat = catalogue if catalogue is not None else load_catalogue()
     return [subject(spec.topic) for spec in cat]
-
-
-def confluent_header(schema_id: int) -> bytes:
-    """The Confluent wire-format header: magic byte 0, then the schema id (big-endian)."""
-    return MAGIC + struct.pack(">I", schema_id)
