@@ -104,6 +104,12 @@ class ProducerMetrics:
         self.delivery_failures = Counter(
             "kis_delivery_failures", "Messages the broker refused for good", ["topic"], registry=r
         )
+        self.delivery_resends = Counter(
+            "kis_delivery_resends",
+            "Messages failed for now (topic unknown during a broker restart, ...) and sent again",
+            ["topic"],
+            registry=r,
+        )
         self.reconnects = Counter("kis_reconnects", "WebSocket reconnects", ["session"], registry=r)
         self.spool_depth = Gauge(
             "kis_spool_depth_records",

@@ -16,6 +16,14 @@ a purged *in-flight* record may have been appended by the broker with its ack lo
 next run's producer id differs, so idempotence cannot drop a resend. The next run therefore
 first removes from the left-over spool what the partition tails already hold
 (`producer.spool_dedupe`, exact key + value match) before draining it.
+
+librdkafka also gives up on messages for reasons that pass: a broker restarting can answer
+that it does not know a topic yet, and librdkafka then fails what it holds for that topic
+(and refuses new messages for it for a while). Such a failure is not a refusal: the sink
+holds everything new in the spool until librdkafka has reported every message it had, puts
+the failed ones back in front of the spool in produce order, and sends on from there.
+Only what the broker can never take (too large, not authorised) is set aside, in the
+rejected file.
 """
 
 from __future__ import annotations
@@ -40,6 +48,33 @@ from producer.spool import Spool, SpoolMessage, SpoolOffset
 log = logging.getLogger(__name__)
 
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+_FOR_NOW = frozenset({
+    KafkaError.UNKNOWN_TOPIC_OR_PART,  # a restarting broker, before it has loaded its topics
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._STATE,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.KAFKA_STORAGE_ERROR,
+    KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+})  # fmt: skip
+"""Failures that pass: the message is sent again, never set aside."""
+
+
+def failed_for_now(err: KafkaError) -> bool:
+    """Whether a failed message should be sent again (else the broker refused it for good)."""
+    return err.code() in _FOR_NOW or err.retriable() or err.fatal()
 
 
 def producer_config(
@@ -93,11 +128,15 @@ class KafkaSink:
         self._marks = marks
         self._publisher: MarkPublisher | None = None
         self._spooling = spool.unread > 0  # a spool left behind is drained before new records
-        self._gseq = itertools.count(1)  # produce order, for the purge at shutdown
+        self._gseq = itertools.count(1)  # produce order, to put back what was not delivered
         self._closing = False
-        self._purged: list[tuple[tuple[int, bool, int], SpoolMessage, SpoolOffset | None]] = []
-        self._purged_lock = threading.Lock()
+        self._unsent: list[tuple[tuple[int, bool, int], SpoolMessage, SpoolOffset | None]] = []
+        """Failed or purged messages to send again, with their produce order."""
+        self._unsent_lock = threading.Lock()
+        self._held = False
+        """A message failed for now: new ones wait in the spool until `_put_back`."""
         self._next_pump = 0.0
+        self._next_unknown_log = 0.0
         self._next_checkpoint = 0.0
         self.fatal: KafkaError | None = None
         self._acks = metrics.acks
@@ -140,6 +179,14 @@ class KafkaSink:
                     "producer memory full: spooling to disk", extra={"queued": len(self._producer)}
                 )
                 messages = messages[queued:]
+            except KafkaException as exc:  # librdkafka refuses the topic for now, or the message
+                self._spooling = True
+                messages = messages[queued:]
+                key, value = messages[0]
+                if self._refused_at_produce(exc, SpoolMessage(topic, key, value, received_at)):
+                    messages = messages[1:]
+                    if tracked and marks is not None:
+                        marks.settle(received_at)
         append = self._spool.append
         for key, value in messages:
             append(SpoolMessage(topic, key, value, received_at))
@@ -147,7 +194,9 @@ class KafkaSink:
     def pump(self) -> None:
         """Housekeeping from the pipeline loop: refill librdkafka from the spool, checkpoint."""
         now = time.monotonic()
-        if self._spooling and now >= self._next_pump:
+        if self._held and len(self._producer) == 0:
+            self._put_back()
+        if self._spooling and not self._held and now >= self._next_pump:
             self._drain_spool(now)
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + 1.0
@@ -161,7 +210,10 @@ class KafkaSink:
         for _ in range(5000):  # bounded slice so new frames are not starved
             item = self._spool.peek()
             if item is None:
-                self._spooling = False
+                with self._unsent_lock:
+                    if self._held:  # a failure came in meanwhile: `_put_back` first
+                        return
+                    self._spooling = False
                 log.info("spool drained: producing directly again")
                 return
             offset, msg = item
@@ -178,7 +230,46 @@ class KafkaSink:
             except BufferError:
                 self._next_pump = now + 0.05
                 return
+            except KafkaException as exc:
+                if not self._refused_at_produce(exc, msg):
+                    self._next_pump = now + 0.5  # the topic is unknown for now: wait, in order
+                    return
+                self._spool.ack(offset)
+                if self._marks is not None:
+                    self._marks.settle(msg.received_at)
             self._spool.advance()
+
+    def _refused_at_produce(self, exc: KafkaException, msg: SpoolMessage) -> bool:
+        """`produce` raised: True if the message is refused for good (then set aside), False
+        if it is to wait in the spool (a topic librdkafka believes missing, for now)."""
+        err = exc.args[0]
+        if isinstance(err, KafkaError) and failed_for_now(err):
+            now = time.monotonic()
+            if now >= self._next_unknown_log:
+                self._next_unknown_log = now + 10.0
+                log.warning(
+                    "producer refuses a topic for now: holding records in the spool",
+                    extra={"topic": msg.topic, "error": str(err)},
+                )
+            return False
+        self._refuse(msg, str(err))
+        return True
+
+    def _put_back(self) -> None:
+        """Every message librdkafka had is reported: the failed ones go first in line again.
+
+        Nothing was produced since the first failure (new messages went to the spool), so
+        the failed messages, sorted by produce order, come before all that is unread.
+        """
+        with self._unsent_lock:
+            failed = sorted(self._unsent, key=lambda item: item[0])
+            self._unsent.clear()
+            self._spool.prepend([msg for _, msg, _ in failed])
+            for _, _, offset in failed:
+                if offset is not None:
+                    self._spool.ack(offset)  # now held, in order, by the prepended segment
+            self._held = False
+        log.warning("sending again what the broker failed for now", extra={"records": len(failed)})
 
     @property
     def spooling(self) -> bool:
@@ -215,7 +306,7 @@ class KafkaSink:
                 poll(0.05)
                 continue
             poll(min(0.05, max(0.001, publisher.due_in())))
-            if not self._closing:
+            if not self._closing and not self._held:  # held: librdkafka is to run empty
                 publisher.maybe_publish()
 
     def _delivered(
@@ -241,35 +332,47 @@ class KafkaSink:
                 self._on_latency(latency)
             return
         topic = msg.topic() or ""
-        if err.code() in _PURGED or err.fatal():
+        code = err.code()
+        message = SpoolMessage(topic, msg.key(), msg.value() or b"", received_at)
+        purged = code in _PURGED
+        if purged or failed_for_now(err):
             # Not settled in the receive marks: these go to the spool, to be sent again.
-            # Sorted at close by produce order: frame, then (a frame's messages sharing one
-            # gseq) in-flight before queued, then report order, which librdkafka keeps per
+            # Sorted by produce order: frame, then (a frame's messages sharing one gseq)
+            # in-flight before queued, then report order, which librdkafka keeps per
             # partition -- so each partition's order is kept exactly.
-            queued = err.code() != KafkaError._PURGE_INFLIGHT
-            message = SpoolMessage(topic, msg.key(), msg.value() or b"", received_at)
-            with self._purged_lock:
-                self._purged.append(((gseq, queued, len(self._purged)), message, offset))
+            queued = code != KafkaError._PURGE_INFLIGHT
+            with self._unsent_lock:
+                self._unsent.append(((gseq, queued, len(self._unsent)), message, offset))
+                first = not purged and not self._held and not self._closing
+                if first:
+                    self._held = self._spooling = True
+            if not purged:
+                self._metrics.delivery_resends.labels(topic).inc()
+            if first:
+                log.warning(
+                    "broker failed a message for now: holding new records until it is resent",
+                    extra={"topic": topic, "error": err.str()},
+                )
             return
         # A permanent refusal (e.g. message too large, topic authorisation): keep the bytes.
-        self.failed += 1
-        self._metrics.delivery_failures.labels(topic).inc()
-        log.error("broker refused a message", extra={"topic": topic, "error": err.str()})
-        self._reject(topic, msg, received_at, err)
+        self._refuse(message, err.str())
         if offset is not None:
             self._spool.ack(offset)
         if tracked and self._marks is not None:
             self._marks.settle(received_at)  # refused for good: it will never be appended
 
-    def _reject(self, topic: str, msg: Message, received_at: int, err: KafkaError) -> None:
+    def _refuse(self, msg: SpoolMessage, error: str) -> None:
+        self.failed += 1
+        self._metrics.delivery_failures.labels(msg.topic).inc()
+        log.error("broker refused a message", extra={"topic": msg.topic, "error": error})
         if self._rejected_path is None:
             return
         entry = {
-            "topic": topic,
-            "key": base64.b64encode(msg.key() or b"").decode(),
-            "value": base64.b64encode(msg.value() or b"").decode(),
-            "received_at": received_at,
-            "error": err.str(),
+            "topic": msg.topic,
+            "key": base64.b64encode(msg.key or b"").decode(),
+            "value": base64.b64encode(msg.value).decode(),
+            "received_at": msg.received_at,
+            "error": error,
         }
         self._rejected_path.parent.mkdir(parents=True, exist_ok=True)
         with self._rejected_path.open("a") as handle:
@@ -301,9 +404,10 @@ class KafkaSink:
         self._stop_poll.set()
         self._poller.join(5)
         self._producer.poll(0)
-        with self._purged_lock:
-            purged = sorted(self._purged, key=lambda item: item[0])
-            self._purged.clear()
+        with self._unsent_lock:
+            purged = sorted(self._unsent, key=lambda item: item[0])
+            self._unsent.clear()
+            self._held = False
         if purged:
             self._spool.prepend([msg for _, msg, _ in purged])
             for _, _, offset in purged:
