@@ -39,6 +39,7 @@ from functools import cache
 from typing import Any
 
 import fastavro
+from confluent_kafka import KafkaException
 
 from schemas import ROOT
 
@@ -248,7 +249,8 @@ class MarkPublisher:
         paused: Callable[[], bool] = lambda: False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``send(key, value)`` produces to the marks topic (BufferError: skipped this time).
+        """``send(key, value)`` produces to the marks topic (BufferError or KafkaException:
+        skipped this time).
         ``paused()``: do not publish (the sink is spooling: records on disk are not counted
         in the offsets, and a spool left by an earlier run holds older stamps)."""
         self.marks = marks
@@ -259,6 +261,7 @@ class MarkPublisher:
         self.interval_s = interval_s
         self.heartbeat_s = heartbeat_s
         self._paused = paused
+        self._next_warning = 0.0
         self._monotonic = monotonic
         self._last = -1e18
         self.published = 0
@@ -280,8 +283,12 @@ class MarkPublisher:
         value = self._header + encode_mark(self.producer, _now_us(), mark)
         try:
             self._send(self._key, value)
-        except BufferError:
+        except (BufferError, KafkaException) as exc:  # memory full; marks topic unknown for now
             self.marks.dirty = True  # try again at the next interval
+            self._last = now
+            if isinstance(exc, KafkaException) and now >= self._next_warning:
+                self._next_warning = now + 10.0
+                log.warning("receive marks not published for now", extra={"error": str(exc)})
             return False
         self._last = now
         self.published += 1

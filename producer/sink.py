@@ -307,7 +307,10 @@ class KafkaSink:
                 continue
             poll(min(0.05, max(0.001, publisher.due_in())))
             if not self._closing and not self._held:  # held: librdkafka is to run empty
-                publisher.maybe_publish()
+                try:
+                    publisher.maybe_publish()
+                except Exception:  # never the end of delivery reports (this thread's job)
+                    log.exception("receive marks not published")
 
     def _delivered(
         self,

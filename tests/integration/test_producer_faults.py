@@ -73,6 +73,7 @@ def test_broker_down_30s_mid_stream_nothing_lost_nothing_duplicated(
             sim.stop()
             settle(service, timeout=120)
             assert service.sink is not None and service.sink.spool_depth == 0
+            assert service.sink.failed == 0, "records set aside as refused for good"
     assert spool_peak > 0, "the outage should have pushed records to the on-disk spool"
     registry = Registry(services.registry_url)
     messages = read_topics(services, all_topics(settings.topic_prefix), registry)

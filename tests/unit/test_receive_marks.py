@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from producer.marks import Mark, MarkPublisher, ReceiveMarks, decode_mark, encode_mark
 from producer.metrics import ProducerMetrics
@@ -201,6 +201,30 @@ def test_publisher_sends_on_change_at_most_every_interval_and_a_heartbeat_otherw
     spooling[0] = True
     wall[0] += 5
     assert not publisher.maybe_publish()  # records on disk are not in the offsets
+
+
+def test_publisher_survives_a_marks_topic_unknown_for_now_and_publishes_once_it_is_back() -> None:
+    """librdkafka refuses a topic it believes missing (a broker restarting) by raising from
+    `produce`: that must not end the delivery thread the publisher runs on."""
+    marks = ReceiveMarks(clock=Clock())
+    sent: list[bytes] = []
+    missing = [True]
+    wall = [100.0]
+
+    def send(key: bytes, value: bytes) -> None:
+        if missing[0]:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC))
+        sent.append(value)
+
+    publisher = MarkPublisher(
+        marks, send, header=b"\x00\x00\x00\x00\x07", producer="host:1:abcd",
+        interval_s=0.02, heartbeat_s=1.0, monotonic=lambda: wall[0],
+    )  # fmt: skip
+    assert not publisher.maybe_publish()
+    assert not publisher.maybe_publish(), "retried at once instead of at the next interval"
+    missing[0] = False
+    wall[0] += 0.021
+    assert publisher.maybe_publish() and len(sent) == 1
 
 
 def test_mark_encoding_round_trips_and_refuses_garbage() -> None:
