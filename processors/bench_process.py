@@ -13,9 +13,9 @@ format, the producer's encoder) are written straight into the raw topics, and on
   by default, lowest first); latency is from handing the raw record to the Kafka client to
   a consumer receiving the derived record. For bars it is the delay of each bar after the
   end of its (wall-clock-aligned) second. Above the worker's throughput a backlog builds up
-  and the latency grows with the run's length. The part up to the worker's append of the
-  output (its Kafka timestamp) is shown too: the rest is delivery (the worker producer's
-  linger, the broker, the bench's consumer).
+  and the latency grows with the run's length. The part up to the output's append to its
+  topic is shown too (the bench creates the output topics with broker-set timestamps,
+  LogAppendTime): the output is in Kafka then, and the rest is the bench consumer's fetch.
 
 The bench stands in for the producer, so it publishes receive marks as the producer does
 (producer/marks.py: records stamped, held until acknowledged, marks from the thread that
@@ -323,8 +323,10 @@ def run_stream(
     topology = Topology(f"bench{tag}.", f"bench-{stream}-{tag}")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     marks_topic = topics.marks_topic(topology.prefix)
+    appended_at = {"message.timestamp.type": "LogAppendTime"}  # when the output is in Kafka
     for future in admin.create_topics(
         [NewTopic(name, PARTITIONS, 1) for name in topology.inputs(stream)]
+        + [NewTopic(name, PARTITIONS, 1, config=appended_at) for name in topology.outputs(stream)]
         + [NewTopic(marks_topic, 1, 1)]
     ).values():
         future.result(30)
@@ -406,7 +408,7 @@ def run_stream(
         "events_per_cpu_s": round(n / cpu) if cpu else None,
         "load_average_1m": [load_before, load_average()],
         "latency_ms_by_rate": latency,
-        "to_output_append_ms_by_rate": appended,
+        "to_output_in_kafka_ms_by_rate": appended,
     }
 
 
@@ -421,8 +423,8 @@ def _latency(
     seconds: float,
 ) -> tuple[list[float], list[float]]:
     """Produce at `rate` for `seconds`; per derived record, ms from input to its arrival, and
-    the part of it from input to the worker's append of the output (the record's Kafka
-    timestamp, set when the worker's producer appends it: ms resolution)."""
+    the part of it from input to the output's append to its topic (the record's Kafka
+    timestamp, set by the broker: ms resolution)."""
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     in_worker: list[float] = []
@@ -517,10 +519,10 @@ def bench_process(
                         f"p95 {lat['p95']} ms  p99 {lat['p99']} ms  max {lat['max']} ms  "
                         f"(n={lat['samples']})"
                     )
-                    part = result["to_output_append_ms_by_rate"].get(rate)
+                    part = result["to_output_in_kafka_ms_by_rate"].get(rate)
                     if part:
                         click.echo(
-                            f"{'':10s}   of which to the worker's output append: "
+                            f"{'':10s}   of which to the output's append to its topic: "
                             f"p50 {part['p50']} ms  p95 {part['p95']} ms  p99 {part['p99']} ms"
                         )
     if as_json:
