@@ -8,6 +8,8 @@ partitions. SIGTERM or SIGINT stops the worker cleanly (offsets committed, produ
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +109,17 @@ def run(settings: ProcessorSettings) -> None:
         f"kis-stream process: streams {', '.join(settings.streams)}; partitions {partitions}",
         err=True,
     )
+    log_lines_at_once()
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG at WARN and above, which
     # makes every library debug call build a log record: a large cost per event.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def log_lines_at_once() -> None:
+    """Faust logs to stdout, which Python writes in 8 KiB blocks when it is not a terminal (a
+    pipe, a file, a container's log): lines came late, and a killed worker lost its last ones,
+    the very ones that say why. Line by line instead."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)

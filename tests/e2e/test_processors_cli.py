@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -70,18 +71,23 @@ def test_waits_for_missing_input_topics_then_says_which(services: Any, tmp_path:
     assert f"input topics missing after 2s: {prefix}h0nxpgm0, {prefix}h0stpgm0" in output
 
 
-def test_serves_views_and_stops_cleanly_on_sigterm(services: Any, tmp_path: Path) -> None:
+def test_serves_views_logs_at_once_and_stops_cleanly_on_sigterm(
+    services: Any, tmp_path: Path
+) -> None:
     prefix = f"cli{uuid.uuid4().hex[:6]}."
     _topics(services.bootstrap, {f"{prefix}h0stasp0": 2, f"{prefix}h0nxasp0": 2})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = _env(services, prefix, tmp_path)
+    env = _env(services, prefix, tmp_path, PROCESSORS_LOG_LEVEL="info")
     proc = _process(env, "--streams", "spread", "--web-port", str(port))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+    reader.start()
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, "".join(lines)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/kis/", timeout=2) as reply:
                     assert b'"spread"' in reply.read()
@@ -89,9 +95,16 @@ def test_serves_views_and_stops_cleanly_on_sigterm(services: Any, tmp_path: Path
             except OSError:
                 assert time.monotonic() < deadline, "the web views never answered"
                 time.sleep(0.5)
+        # The worker's log reaches a pipe as it is written, not when a block fills up (or
+        # never, for a killed worker): Faust's "Ready" line is there while it still runs.
+        deadline = time.monotonic() + 30
+        while not any("[^Worker]: Ready" in line for line in list(lines)):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-2000:]
+            time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(10)
