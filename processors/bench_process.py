@@ -90,7 +90,9 @@ class MarkedProducer:
         self.clock = clock
         self.marks = ReceiveMarks(clock=clock)
         send = partial(self._send_mark, marks_topic)
-        self.publisher = MarkPublisher(self.marks, send, header=header, interval_s=0.02)
+        # the producer's setting (and default), read from the same variable
+        interval_s = float(os.environ.get("PRODUCER_MARKS_INTERVAL_MS", "20")) / 1000
+        self.publisher = MarkPublisher(self.marks, send, header=header, interval_s=interval_s)
 
     def _send_mark(self, topic: str, key: bytes, value: bytes) -> None:
         self.producer.produce(topic, value, key)
