@@ -45,6 +45,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema
 
 from kis_stream import topics
+from kis_stream.settings import Settings
 from processors.codec import AvroDecoder, registry_client
 from processors.inputs import DAY_MS, KST_OFFSET_MS
 from processors.topology import INPUT_TRS, Topology
@@ -90,8 +91,8 @@ class MarkedProducer:
         self.clock = clock
         self.marks = ReceiveMarks(clock=clock)
         send = partial(self._send_mark, marks_topic)
-        # the producer's setting (and default), read from the same variable
-        interval_s = float(os.environ.get("PRODUCER_MARKS_INTERVAL_MS", "20")) / 1000
+        default = Settings.model_fields["producer_marks_interval_ms"].default  # the producer's
+        interval_s = float(os.environ.get("PRODUCER_MARKS_INTERVAL_MS", default)) / 1000
         self.publisher = MarkPublisher(self.marks, send, header=header, interval_s=interval_s)
 
     def _send_mark(self, topic: str, key: bytes, value: bytes) -> None:
@@ -394,12 +395,12 @@ def run_stream(
         latency = {}
         appended = {}
         for rate in rates:  # lowest first: a backlog left by an overload would skew the next
-            values, in_worker = _latency(
+            values, in_kafka = _latency(
                 stream, writer, market, writer_producer, consumer, decoder, rate, seconds
             )
             latency[f"{rate:g}"] = _percentiles(values)
-            if in_worker:
-                appended[f"{rate:g}"] = _percentiles(in_worker)
+            if in_kafka:
+                appended[f"{rate:g}"] = _percentiles(in_kafka)
     consumer.close()
     return {
         "stream": stream,
@@ -429,7 +430,7 @@ def _latency(
     timestamp, set by the broker: ms resolution)."""
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
-    in_worker: list[float] = []
+    in_kafka: list[float] = []
 
     def observe(timeout: float) -> None:
         # Everything that has arrived (one poll per message could not keep up with 2,000
@@ -450,7 +451,7 @@ def _latency(
             sent = sent_at.get(received) if received is not None else None
             if sent is not None:
                 latencies.append((arrived - sent) * 1000)
-                in_worker.append(message.timestamp()[1] - sent * 1000)
+                in_kafka.append(message.timestamp()[1] - sent * 1000)
 
     run_start_ms = int(time.time() * 1000)
     start = time.monotonic()
@@ -471,7 +472,7 @@ def _latency(
     while time.monotonic() < drain_until:
         observe(0.1)
         producer.pump()
-    return latencies, in_worker
+    return latencies, in_kafka
 
 
 @click.command("process")

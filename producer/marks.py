@@ -281,15 +281,14 @@ class MarkPublisher:
             return False
         mark = self.marks.snapshot()
         value = self._header + encode_mark(self.producer, _now_us(), mark)
+        self._last = now
         try:
             self._send(self._key, value)
         except (BufferError, KafkaException) as exc:  # memory full; marks topic unknown for now
             self.marks.dirty = True  # try again at the next interval
-            self._last = now
             if isinstance(exc, KafkaException) and now >= self._next_warning:
                 self._next_warning = now + 10.0
                 log.warning("receive marks not published for now", extra={"error": str(exc)})
             return False
-        self._last = now
         self.published += 1
         return True

@@ -195,7 +195,8 @@ class KafkaSink:
         """Housekeeping from the pipeline loop: refill librdkafka from the spool, checkpoint."""
         now = time.monotonic()
         if self._held and len(self._producer) == 0:
-            self._put_back()
+            put_back = self._put_back()
+            log.warning("sending again what the broker failed for now", extra={"records": put_back})
         if self._spooling and not self._held and now >= self._next_pump:
             self._drain_spool(now)
         if now >= self._next_checkpoint:
@@ -255,21 +256,22 @@ class KafkaSink:
         self._refuse(msg, str(err))
         return True
 
-    def _put_back(self) -> None:
-        """Every message librdkafka had is reported: the failed ones go first in line again.
+    def _put_back(self) -> int:
+        """The failed or purged messages go first in line again; how many.
 
-        Nothing was produced since the first failure (new messages went to the spool), so
-        the failed messages, sorted by produce order, come before all that is unread.
+        Called once librdkafka has reported every message it had (or at close, after the
+        purge). Nothing was produced since the first failure (new messages went to the
+        spool), so the messages, sorted by produce order, come before all that is unread.
         """
         with self._unsent_lock:
-            failed = sorted(self._unsent, key=lambda item: item[0])
+            unsent = sorted(self._unsent, key=lambda item: item[0])
             self._unsent.clear()
-            self._spool.prepend([msg for _, msg, _ in failed])
-            for _, _, offset in failed:
+            self._spool.prepend([msg for _, msg, _ in unsent])
+            for _, _, offset in unsent:
                 if offset is not None:
                     self._spool.ack(offset)  # now held, in order, by the prepended segment
             self._held = False
-        log.warning("sending again what the broker failed for now", extra={"records": len(failed)})
+        return len(unsent)
 
     @property
     def spooling(self) -> bool:
@@ -306,7 +308,7 @@ class KafkaSink:
                 poll(0.05)
                 continue
             poll(min(0.05, max(0.001, publisher.due_in())))
-            if not self._closing and not self._held:  # held: librdkafka is to run empty
+            if not self._closing:  # (paused while spooling, so while a failure is held)
                 try:
                     publisher.maybe_publish()
                 except Exception:  # never the end of delivery reports (this thread's job)
@@ -407,18 +409,10 @@ class KafkaSink:
         self._stop_poll.set()
         self._poller.join(5)
         self._producer.poll(0)
-        with self._unsent_lock:
-            purged = sorted(self._unsent, key=lambda item: item[0])
-            self._unsent.clear()
-            self._held = False
-        if purged:
-            self._spool.prepend([msg for _, msg, _ in purged])
-            for _, _, offset in purged:
-                if offset is not None:
-                    self._spool.ack(offset)  # now held, in order, by the prepended segment
+        spooled = self._put_back()
         self._spool.close()
         self._metrics.spool_depth.set(self._spool.depth)
-        return len(purged)
+        return spooled
 
 
 def raise_if_fatal(sink: KafkaSink) -> None:
