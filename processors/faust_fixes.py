@@ -47,6 +47,15 @@ partition around a rebalance). What broke it, and the fix for each:
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
+9. Agents' buffers cleared while the flow runs (`resume_flow_control`): mode's
+   `FlowControlEvent.resume` empties every managed queue (the agents' channel buffers, the
+   changelog queue), and Faust's recovery resumes it twice: when it starts reading the
+   changelogs, and again after its seek of the stream partitions (`on_recovery_completed`),
+   when the flow has been running all along and records fetched after that seek are
+   already in the agents' buffers (the drain loop's read offset past them). A restarted
+   worker with a backlog lost whole batches that way (e2e `crash`: a partition never
+   committed again, or an agent's "records skipped"). Here a resume clears the queues only
+   when the flow was suspended (a rebalance began: what they hold is from before it).
 
 Each rebalance logs one line: the committed offsets the stream partitions were sought to
 and aiokafka's fetch position then; the rest (revocations, re-reads) at debug level.
@@ -65,6 +74,7 @@ from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
+from mode.utils.queues import FlowControlEvent
 
 _APPLIED = "_kis_stream_seek_fix"
 _COMMITTED = "_kis_committed"
@@ -248,6 +258,19 @@ async def seek_in_consumer_thread(consumer: Any, partition: Any, offset: int) ->
     """
     thread = consumer._thread
     await thread.call_thread(thread.seek, partition, offset)
+
+
+def resume_flow_control(flow_control: FlowControlEvent) -> None:
+    """`FlowControlEvent.resume`, emptying its queues only if the flow was suspended.
+
+    What the queues hold while the flow runs was delivered for the current assignment, past
+    the drain loop's read offset: dropping it loses it (see item 9 of the module docstring).
+    """
+    was_suspended = not flow_control.is_active()
+    flow_control._suspend.clear()
+    flow_control._resume.set()
+    if was_suspended:
+        flow_control.clear()
 
 
 def apply() -> None:
@@ -503,6 +526,7 @@ def apply() -> None:
             committed[tp] = max(offset, committed.get(tp, offset))
         log.debug("committed %s", _show(offsets))
 
+    FlowControlEvent.resume = resume_flow_control  # type: ignore[method-assign,assignment]
     cls.seek = seek
     ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign,assignment]
     cls.on_partitions_assigned = on_partitions_assigned

@@ -374,3 +374,20 @@ async def test_without_tables_the_seek_with_the_flow_stopped_releases_them(
     assert await it.read() == [30, 31]
     assert it.sought == [(TP1, 30), (TP1, 30)]
     assert faust_fixes.head_gaps(it.app) == 0
+
+
+def test_resuming_a_running_flow_keeps_what_the_agents_have_not_read_yet() -> None:
+    # Faust's recovery resumes the flow when it starts reading the changelogs and again after
+    # seeking the stream partitions: records delivered between that seek and the second
+    # resume were in the agents' buffers, and mode's resume emptied them (lost: the drain
+    # loop had read past them). Only a resume after a suspension (a rebalance) clears.
+    app, _ = _consumer("fixes-resume")
+    buffer = app.FlowControlQueue(maxsize=10, clear_on_resume=True)  # as an agent's channel
+    app.flow_control.resume()  # (the recovery starts reading the changelogs)
+    buffer.put_nowait("record fetched after the seek")
+    app.flow_control.resume()  # (the recovery is complete)
+    assert buffer.qsize() == 1
+    assert app.flow_control.is_active()
+    app.flow_control.suspend()  # a rebalance begins: what is buffered is from before it
+    app.flow_control.resume()
+    assert buffer.qsize() == 0
