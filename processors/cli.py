@@ -95,6 +95,7 @@ def run(settings: ProcessorSettings) -> None:
     from processors.app import Processors
     from processors.topology import TopologyError
 
+    share_the_gil(settings.gil_switch_interval_ms)
     try:
         partitions = prepare(settings)
     except TopologyError as exc:
@@ -115,6 +116,13 @@ def run(settings: ProcessorSettings) -> None:
     # makes every library debug call build a log record: a large cost per event.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def share_the_gil(interval_ms: float) -> None:
+    """Let the consumer thread in sooner: the agents hold the GIL for up to the switch
+    interval while aiokafka's thread waits to take in a fetch response (see
+    `ProcessorSettings.gil_switch_interval_ms`)."""
+    sys.setswitchinterval(interval_ms / 1000)
 
 
 def log_lines_at_once() -> None:

@@ -88,6 +88,12 @@ class ProcessorSettings(BaseSettings):
     """How long a fetch waits at the broker for data (Faust hard-codes 1,500 ms, which held
     one book topic's partition back for up to 1.5 s: processors/fetch_wait.py)."""
 
+    gil_switch_interval_ms: float = Field(1.0, gt=0)
+    """How long a thread holding the GIL runs before another that waits for it gets a turn
+    (Python's default: 5 ms). The worker's consumer thread (aiokafka's fetches) waits for
+    the GIL while the agents run; at 1 ms the spread worker took more events per second in
+    6 of 6 paired bench runs (docs/benchmarks.md, session 7)."""
+
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""
     replication: int = 1
