@@ -260,19 +260,6 @@ async def seek_in_consumer_thread(consumer: Any, partition: Any, offset: int) ->
     await thread.call_thread(thread.seek, partition, offset)
 
 
-def resume_flow_control(flow_control: FlowControlEvent) -> None:
-    """`FlowControlEvent.resume`, emptying its queues only if the flow was suspended.
-
-    What the queues hold while the flow runs was delivered for the current assignment, past
-    the drain loop's read offset: dropping it loses it (see item 9 of the module docstring).
-    """
-    was_suspended = not flow_control.is_active()
-    flow_control._suspend.clear()
-    flow_control._resume.set()
-    if was_suspended:
-        flow_control.clear()
-
-
 def apply() -> None:
     """Patch faust's Consumer once per process (idempotent)."""
     cls: Any = faust_consumer.Consumer
@@ -287,6 +274,14 @@ def apply() -> None:
     original_add_gap = cls._add_gap
     original_ack = cls.ack
     original_wait_next_records = cls._wait_next_records
+    original_resume = FlowControlEvent.resume
+
+    def resume_flow_control(self: FlowControlEvent) -> None:
+        # mode's resume, only if the flow was suspended: resuming a running flow changes
+        # nothing but empties the queues, which then hold what was delivered for the current
+        # assignment past the drain loop's read offset (item 9 of the module docstring).
+        if not self.is_active():
+            original_resume(self)
 
     async def _wait_next_records(self: Any, timeout: float) -> Any:
         records, active = await original_wait_next_records(self, timeout)
@@ -526,7 +521,7 @@ def apply() -> None:
             committed[tp] = max(offset, committed.get(tp, offset))
         log.debug("committed %s", _show(offsets))
 
-    FlowControlEvent.resume = resume_flow_control  # type: ignore[method-assign,assignment]
+    FlowControlEvent.resume = resume_flow_control  # type: ignore[method-assign]
     cls.seek = seek
     ThreadDelegateConsumer._seek = seek_in_consumer_thread  # type: ignore[method-assign,assignment]
     cls.on_partitions_assigned = on_partitions_assigned
