@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema
 
 from processors.codec import registry_client
 from producer.avro import ConfluentEncoder, load_raw_schema
 from producer.catalogue import load_catalogue
+from tests.e2e import harness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -89,34 +90,6 @@ def _produce(bootstrap: str, updates: Updates, topic: str, partition: int, count
     for _ in range(count):
         producer.produce(topic, value=updates.value(topic, partition), partition=partition)
     assert producer.flush(30) == 0
-
-
-def _lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Per `topic[partition]`, records the group has not committed yet (0s left out)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        lag = {topic: -1 for topic in topics if topic not in metadata.topics}  # (not yet)
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            if topic in metadata.topics
-            for partition in metadata.topics[topic].partitions
-        ]
-        for tp in consumer.committed(tps, timeout=10):
-            end = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            if end > max(tp.offset, 0):
-                lag[f"{tp.topic}[{tp.partition}]"] = end - max(tp.offset, 0)
-        return lag
-    finally:
-        consumer.close()
-
-
-def _lag_or_unknown(bootstrap: str, group: str, topics: list[str]) -> dict[str, Any]:
-    try:
-        return _lag(bootstrap, group, topics)
-    except KafkaException as exc:  # (e.g. NOT_COORDINATOR while the group's is being loaded)
-        return {"unknown": str(exc)}
 
 
 class Workers:
@@ -221,7 +194,7 @@ def _wait_committed(
     services: Any, workers: Workers, group: str, topics: list[str], what: str
 ) -> None:
     deadline = time.monotonic() + CATCH_UP_S
-    while lag := _lag_or_unknown(services.bootstrap, group, topics):
+    while lag := harness.lag_or_unknown(services.bootstrap, group, topics):
         for name, proc in workers.procs.items():
             assert proc.poll() is None or name in workers.stopped, workers.tail(name)
         if time.monotonic() > deadline:
