@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -82,6 +84,53 @@ class RedactingFilter(logging.Filter):
                 if key not in _STANDARD:
                     record.__dict__[key] = _redact_value(value)
         return True
+
+
+class RepeatFilter(logging.Filter):
+    """Lets through one record per `window_s` of each kind; the next one says how many of its
+    kind were held back meanwhile.
+
+    A kind is the logger, the level and the message with its numbers blanked out, so "cannot
+    connect to node 1 (after 0ms)" and "... (after 3ms)" are one kind. For the client
+    libraries' connection errors, which repeat many times a second while a broker is down
+    and would bury everything else in the log.
+    """
+
+    _NUMBERS = re.compile(r"\d+")
+
+    def __init__(self, window_s: float = 10.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, int, str], list[float]] = {}
+        """kind -> [when one was last let through, how many were held back since]."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, record.levelno, self._NUMBERS.sub("#", record.getMessage()))
+        now = self._clock()
+        with self._lock:
+            seen = self._kinds.get(kind)
+            if seen is not None and now - seen[0] < self.window_s:
+                seen[1] += 1
+                return False
+            self._kinds[kind] = [now, 0]
+        if seen is not None and seen[1]:
+            record.msg = f"{record.getMessage()} ({seen[1]:.0f} more like this in the last "
+            record.msg += f"{now - seen[0]:.0f} s not shown)"
+            record.args = ()  # (not None: mode's formatter would format the message with it)
+        return True
+
+
+def quiet_repeats(loggers: Iterable[str], window_s: float = 10.0) -> RepeatFilter:
+    """Put one `RepeatFilter` on these loggers, unless they have one (it sees the records
+    they create themselves: a logger's filters do not see its children's records)."""
+    repeats = RepeatFilter(window_s)
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in logger.filters):  # (called again)
+            logger.addFilter(repeats)
+    return repeats
 
 
 class JsonFormatter(logging.Formatter):

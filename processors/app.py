@@ -28,7 +28,7 @@ import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from kis_stream import topics
-from processors import faust_fixes, faust_speed, fetch_wait, gc_pauses, metadata_backoff
+from processors import broker_outage, faust_fixes, faust_speed, fetch_wait, gc_pauses
 from processors.codec import AvroDecoder, AvroEncoder, WireError, registry_client
 from processors.config import ProcessorSettings
 from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, QUOTE_COLUMNS, TRADE_FIELDS
@@ -80,7 +80,8 @@ class Processors:
             faust_speed.apply_lean_getmany()
         faust_fixes.apply()
         fetch_wait.apply(settings.fetch_max_wait_ms)
-        metadata_backoff.apply()
+        broker_outage.apply()
+        broker_outage.quiet_client_logs()
         if settings.inline_delivery:
             faust_speed.apply()
         if settings.batch_delivery:  # (after faust_fixes: it counts seeks on top of them)

@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP
 
 from kis_stream import topics
-from processors import faust_fixes
+from processors import broker_outage, faust_fixes
 from processors.codec import WireError
 from processors.inputs import INT_OR_NONE, Book, as_int, envelope_problem
 from processors.spread_marks import MarkReader, MarkView, ProducerMarks
@@ -813,7 +813,7 @@ class EndOffsets:
 
     def read(self, tps: list[tuple[str, int]]) -> list[int | None]:
         if self._consumer is None:
-            self._consumer = Consumer(self._config)
+            self._consumer = Consumer(self._config, logger=broker_outage.LIBRDKAFKA)
         out: list[int | None] = []
         for topic, partition in tps:
             try:
@@ -823,6 +823,7 @@ class EndOffsets:
                 out.append(high)
             except KafkaException:
                 out.append(None)
+        self._consumer.poll(0)  # hands librdkafka's log lines to the logger
         return out
 
     def close(self) -> None:

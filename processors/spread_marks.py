@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from processors.broker_outage import LIBRDKAFKA
 from producer.marks import Mark, decode_mark
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class MarkReader:
 
     def _run(self) -> None:
         try:
-            consumer = Consumer(self._config)
+            consumer = Consumer(self._config, logger=LIBRDKAFKA)
         except KafkaException as exc:
             log.warning("receive marks unavailable: %s", type(exc).__name__)
             return

@@ -107,11 +107,14 @@ def test_spread_end_offsets_reader_uses_the_security_settings(
     seen: list[dict[str, Any]] = []
 
     class FakeConsumer:
-        def __init__(self, config: dict[str, Any]) -> None:
+        def __init__(self, config: dict[str, Any], logger: Any = None) -> None:
             seen.append(config)
 
         def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
             return 0, 42
+
+        def poll(self, timeout: float) -> None:
+            return None
 
     monkeypatch.setattr(spread, "Consumer", FakeConsumer)
     reader = spread.EndOffsets(sasl_settings.kafka_client_config())

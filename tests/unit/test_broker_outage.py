@@ -1,4 +1,4 @@
-"""A failed metadata update holds its waiters for the retry backoff (metadata_backoff)."""
+"""A failed metadata update holds its waiters for the retry backoff (broker_outage)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from aiokafka.client import AIOKafkaClient
 
-from processors import metadata_backoff
+from processors import broker_outage
 
 
 async def _failed_updates_in(client: AIOKafkaClient, seconds: float) -> int:
@@ -27,7 +27,7 @@ async def _failed_updates_in(client: AIOKafkaClient, seconds: float) -> int:
 @pytest.fixture
 def patched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AIOKafkaClient, "_metadata_update", AIOKafkaClient._metadata_update)
-    metadata_backoff.apply()
+    broker_outage.apply()
 
 
 async def test_a_client_cut_off_from_its_brokers_asks_again_only_after_the_backoff(
@@ -48,6 +48,6 @@ async def test_unpatched_aiokafka_spins(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 async def test_applying_twice_wraps_aiokafka_once(patched: None) -> None:
-    metadata_backoff.apply()
+    broker_outage.apply()
     client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9", retry_backoff_ms=100)
     assert 1 <= await _failed_updates_in(client, 0.5) <= 6
