@@ -34,6 +34,7 @@ from processors.config import ProcessorSettings
 from processors.inputs import BOOK_COLUMNS, BOOK_FIELDS, QUOTE_COLUMNS, TRADE_FIELDS
 from processors.ordering import InOrder
 from processors.publish import Output
+from processors.schema_wait import SchemaWait
 from processors.topology import BARS_LATE_OUT, BARS_OUT
 from schemas import DERIVED
 
@@ -91,6 +92,7 @@ class Processors:
         self.topology = settings.topology()
         self.registry = registry or registry_client(settings.schema_registry_url)
         self.decoder = AvroDecoder(self.registry)
+        self.schemas = SchemaWait(self.registry)
         self.decoders = {
             "bars": AvroDecoder(self.registry, TRADE_FIELDS),
             "imbalance": AvroDecoder(self.registry, BOOK_FIELDS, columns=BOOK_COLUMNS),
@@ -218,6 +220,7 @@ class Processors:
         guard = InOrder()
         self.guards.append(guard)
         async for delivered in cast(faust.Stream[bytes], stream).noack().events():
+            await self.schemas.ready(faust_speed.messages_of(delivered))
             for event in faust_speed.unbatched(delivered):  # (a batch's records, in order)
                 message = event.message
                 if message.topic not in unguarded and not guard.check(message.tp, message.offset):
@@ -235,6 +238,7 @@ class Processors:
         guard = InOrder()
         self.guards.append(guard)
         async for delivered in cast(faust.Stream[bytes], stream).noack().events():
+            await self.schemas.ready(faust_speed.messages_of(delivered))
             events = list(faust_speed.unbatched(delivered))  # (a batch's records, in order)
             if not events:
                 continue
@@ -262,6 +266,7 @@ class Processors:
         self.guards.append(guard)
         async for delivered in cast(faust.Stream[bytes], stream).noack().events():
             records = faust_speed.Records(delivered)
+            await self.schemas.ready(records.messages)
             yield records
             for message in records.messages[: records.taken]:
                 if not guard.check(message.tp, message.offset):

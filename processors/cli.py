@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import io
 import sys
+import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from processors.config import STREAMS, ProcessorSettings
+
+if TYPE_CHECKING:
+    from processors.app import Processors
 
 
 def prepare(settings: ProcessorSettings) -> dict[str, int]:
@@ -102,10 +108,7 @@ def run(settings: ProcessorSettings) -> None:
         raise click.ClickException(str(exc)) from exc
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     processors = Processors(settings, partitions)
-    try:
-        processors.register_schemas()
-    except Exception as exc:  # the registry client raises several types
-        raise click.ClickException(f"cannot register the output schemas: {exc}") from exc
+    register_schemas(processors, settings.registry_wait)
     click.echo(
         f"kis-stream process: streams {', '.join(settings.streams)}; partitions {partitions}",
         err=True,
@@ -116,6 +119,35 @@ def run(settings: ProcessorSettings) -> None:
     # makes every library debug call build a log record: a large cost per event.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def register_schemas(
+    processors: Processors, wait_s: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Register the output schemas, waiting up to `wait_s` for a registry that does not
+    answer (starting before it, or during a restart); one that refuses a schema (4xx: not
+    compatible, invalid) stops the worker at once with its reason."""
+    deadline, said = time.monotonic() + wait_s, 0.0
+    while True:
+        try:
+            processors.register_schemas()
+            return
+        except Exception as exc:  # the registry client raises several types
+            status = getattr(exc, "http_status_code", None)
+            refused = isinstance(status, int) and 400 <= status < 500
+            if refused or time.monotonic() >= deadline:
+                raise click.ClickException(f"cannot register the output schemas: {exc}") from exc
+            if time.monotonic() - said >= 10:
+                url = urllib.parse.urlsplit(processors.settings.schema_registry_url)
+                netloc = f"{url.hostname}:{url.port}" if url.port else url.hostname or ""
+                where = url._replace(netloc=netloc).geturl()  # (without any user info)
+                click.echo(
+                    f"kis-stream process: waiting for the schema registry at {where} "
+                    f"({type(exc).__name__}: {exc})",
+                    err=True,
+                )
+                said = time.monotonic()
+            sleep(1.0)
 
 
 def share_the_gil(interval_ms: float) -> None:

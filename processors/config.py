@@ -96,6 +96,8 @@ class ProcessorSettings(BaseSettings):
 
     topic_wait: float = 60.0
     """Seconds to wait at start-up for the raw input topics to exist."""
+    registry_wait: float = Field(60.0, ge=0)
+    """Seconds to wait at start-up for the schema registry to take the output schemas."""
     replication: int = 1
     """Replication factor of the topics the processors create (outputs, changelogs)."""
     standby_replicas: int = 1

@@ -198,6 +198,12 @@ def unbatched(event: Any) -> Iterator[Any]:
         yield Delivered(message, batch, message is last)
 
 
+def messages_of(event: Any) -> list[Any]:
+    """The messages an agent's event stands for: its batch's, or its own."""
+    value = event.value
+    return value.messages if isinstance(value, Batch) else [event.message]
+
+
 class Records:
     """What a stateless agent takes at once: the records of one delivered event, in order.
 
@@ -212,8 +218,7 @@ class Records:
 
     def __init__(self, event: Any) -> None:
         self.event = event
-        value = event.value
-        self.messages: list[Any] = value.messages if isinstance(value, Batch) else [event.message]
+        self.messages: list[Any] = messages_of(event)
         self.taken = 0
         """Records handed out so far."""
 

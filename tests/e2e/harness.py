@@ -6,18 +6,26 @@ pipeline, they compute nothing the assertions compare.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import Schema
+
+from processors.codec import registry_client
+from producer.avro import ConfluentEncoder, load_raw_schema
+from producer.catalogue import load_catalogue
 
 SYMBOLS = "005930,000660"
 MAX_AGE_MS = 5_000.0
@@ -77,6 +85,14 @@ class Processes:
         for name in names:
             code = self.procs[name].poll()
             assert code is None, f"{name} exited with code {code}; its log ends:\n{self.tail(name)}"
+
+    def wait_for(self, name: str, text: str, timeout: float = 90.0) -> None:
+        """Until `name`'s log shows `text`, failing if it exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in (self.logs / f"{name}.log").read_text(errors="replace"):
+            self.check_running([name])
+            assert time.monotonic() < deadline, f"{name}: no {text!r}\n{self.tail(name)}"
+            time.sleep(0.2)
 
     def sleep_until(self, until: float, watch: list[str]) -> None:
         """Sleep until `until` (monotonic), failing as soon as a watched process exits."""
@@ -233,3 +249,111 @@ def base_env(services: Any) -> dict[str, str]:
         KAFKA_BOOTSTRAP=services.bootstrap,
         SCHEMA_REGISTRY_URL=services.registry_url,
     )
+
+
+class PausableProxy:
+    """A TCP forwarder on a free loopback port; `pause()` cuts every connection and refuses
+    new ones (closed as soon as accepted) until `resume()`: a service outage on demand,
+    for a service that would lose its state if stopped (the in-memory registry)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.paused = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.paused.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            with self._lock:
+                self._open -= {src, dst}
+
+    def pause(self) -> None:
+        self.paused.set()
+        with self._lock:
+            for s in list(self._open):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def resume(self) -> None:
+        self.paused.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.pause()
+        self.server.close()
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [NewTopic(name, partitions, 1) for name in names]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+
+
+class ProgramUpdates:
+    """Program updates for the KRX topic (Confluent wire format), or junk for the others."""
+
+    def __init__(self, registry_url: str, krx: str) -> None:
+        schema = load_raw_schema("H0STPGM0")
+        registry = registry_client(registry_url)
+        schema_id = registry.register_schema(f"{krx}-value", Schema(json.dumps(schema), "AVRO"))
+        self.encoder = ConfluentEncoder(schema, schema_id)
+        self.columns = [f.column for f in load_catalogue()["H0STPGM0"].fields]
+        self.krx = krx
+        self.net = 0
+
+    def value(self, topic: str, partition: int) -> bytes:
+        if topic != self.krx:
+            return b"not avro"
+        self.net += 1
+        record: dict[str, Any] = dict.fromkeys(self.columns)
+        record.update(
+            tr_id="H0STPGM0",
+            venue="KRX",
+            session="s1",
+            seq=self.net,
+            index=0,
+            extra_fields=None,
+            event_time=1_763_694_000_000,  # 2025-11-21 12:00 KST
+            received_at=self.net,
+            symbol=f"{partition:03d}{self.net % 7:03d}",
+            seln_cnqn=0,
+            shnu_cnqn=self.net,
+            seln_tr_pbmn=0,
+            shnu_tr_pbmn=self.net * 10,
+            ntby_cnqn=self.net,
+            ntby_tr_pbmn=self.net * 10,
+        )
+        return self.encoder.encode(record)

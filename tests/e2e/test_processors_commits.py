@@ -11,7 +11,6 @@ standbys); NXT records are undecodable bytes, which the agent counts and acknowl
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,67 +24,19 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.schema_registry import Schema
 
-from processors.codec import registry_client
-from producer.avro import ConfluentEncoder, load_raw_schema
-from producer.catalogue import load_catalogue
 from tests.e2e import harness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
 PARTITIONS = 2
 CATCH_UP_S = 60.0
-NOON_MS = 1_763_694_000_000  # 2025-11-21 12:00 KST
 SOUGHT = "sought to the group's committed offsets"  # (faust_fixes: once per rebalance)
 
 
-def _create(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [NewTopic(name, PARTITIONS, 1) for name in names]
-    for future in admin.create_topics(topics).values():
-        future.result(30)
-
-
-class Updates:
-    """Program updates for the KRX topic (Confluent wire format), or junk for the others."""
-
-    def __init__(self, registry_url: str, krx: str) -> None:
-        schema = load_raw_schema("H0STPGM0")
-        registry = registry_client(registry_url)
-        schema_id = registry.register_schema(f"{krx}-value", Schema(json.dumps(schema), "AVRO"))
-        self.encoder = ConfluentEncoder(schema, schema_id)
-        self.columns = [f.column for f in load_catalogue()["H0STPGM0"].fields]
-        self.krx = krx
-        self.net = 0
-
-    def value(self, topic: str, partition: int) -> bytes:
-        if topic != self.krx:
-            return b"not avro"
-        self.net += 1
-        record: dict[str, Any] = dict.fromkeys(self.columns)
-        record.update(
-            tr_id="H0STPGM0",
-            venue="KRX",
-            session="s1",
-            seq=self.net,
-            index=0,
-            extra_fields=None,
-            event_time=NOON_MS,
-            received_at=self.net,
-            symbol=f"{partition:03d}{self.net % 7:03d}",
-            seln_cnqn=0,
-            shnu_cnqn=self.net,
-            seln_tr_pbmn=0,
-            shnu_tr_pbmn=self.net * 10,
-            ntby_cnqn=self.net,
-            ntby_tr_pbmn=self.net * 10,
-        )
-        return self.encoder.encode(record)
-
-
-def _produce(bootstrap: str, updates: Updates, topic: str, partition: int, count: int) -> None:
+def _produce(
+    bootstrap: str, updates: harness.ProgramUpdates, topic: str, partition: int, count: int
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     for _ in range(count):
         producer.produce(topic, value=updates.value(topic, partition), partition=partition)
@@ -147,7 +98,7 @@ def setup(services: Any, tmp_path: Path) -> Iterator[tuple[Workers, str, list[st
     tag = uuid.uuid4().hex[:6]
     prefix = f"commits{tag}."
     inputs = [f"{prefix}h0stpgm0", f"{prefix}h0nxpgm0", f"{prefix}h0unpgm0"]  # (UN: empty)
-    _create(services.bootstrap, inputs)
+    harness.create_topics(services.bootstrap, inputs, PARTITIONS)
     app_id = f"commits-{tag}"
     env = dict(os.environ, KAFKA_BOOTSTRAP=services.bootstrap)
     env.update(
@@ -169,7 +120,7 @@ def setup(services: Any, tmp_path: Path) -> Iterator[tuple[Workers, str, list[st
 class Feed:
     """Records to every partition of `topics` every 20 ms, until stopped."""
 
-    def __init__(self, bootstrap: str, updates: Updates, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, updates: harness.ProgramUpdates, topics: list[str]) -> None:
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         self.updates, self.topics = updates, topics
         self.done = threading.Event()
@@ -208,7 +159,7 @@ def test_partitions_idle_after_a_hand_over_are_committed_to_their_end(
 ) -> None:
     workers, group, topics = setup
     krx, nxt = topics[0], topics[1]
-    updates = Updates(services.registry_url, krx)
+    updates = harness.ProgramUpdates(services.registry_url, krx)
     for topic in (krx, nxt):
         for partition in range(PARTITIONS):
             _produce(services.bootstrap, updates, topic, partition, 30)

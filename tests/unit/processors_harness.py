@@ -123,7 +123,12 @@ class Harness:
         await channel.put(event)
         async with ctx.new_value_processed:
             await asyncio.wait_for(ctx.new_value_processed.wait(), 5)
-        # The test context wakes us when the value enters the agent; let the agent finish it.
+        # The test context wakes us when the value enters the agent; let the agent finish it
+        # (after fetching the value's writer schema off the event loop, the first time).
+        for _ in range(5000):
+            if not self.p.schemas.fetching:
+                break
+            await asyncio.sleep(0.001)
         for _ in range(5):
             await asyncio.sleep(0)
         if ctx._crash_reason:
