@@ -114,6 +114,9 @@ class MarkReader:
             "auto.offset.reset": "latest",
             "fetch.wait.max.ms": 5,
             "fetch.min.bytes": 1,
+            # Back within a second of a broker's return (librdkafka backs off up to 10 s):
+            # until then the spread falls back to its settle rule.
+            "reconnect.backoff.max.ms": 1000,
         }
         self.topic = topic
         self.marks = marks
