@@ -79,14 +79,19 @@ class ProducerMarks:
             self.on_update()
 
     def view(self) -> MarkView | None:
-        """The live producers' marks combined; None if there is none (fall back to settle)."""
+        """The live producers' marks combined. With none live, those gone quiet within the
+        last ten timeouts, by their last marks: a producer cut off from the broker (an
+        outage) still holds what it received meanwhile, and its triggers must not be paired
+        before that arrives; one that stopped cleanly published a last mark covering all it
+        sent. None when there is neither (fall back to settle)."""
         now = self._monotonic()
         if self._version == self._view_version and now < self._view_expires:
             return self._view
         version, latest = self._version, self._latest
+        latest = {p: e for p, e in latest.items() if now - e[0] < 10 * self.timeout_s}
         alive = {p: (at, m) for p, (at, m) in latest.items() if now - at < self.timeout_s}
         view = None
-        if alive:
+        if latest:
             # Offsets also from producers gone quiet recently: their last records may still
             # be unread here, and a live producer's next offset can be below them.
             offsets: dict[tuple[str, int], int] = {}
@@ -94,10 +99,13 @@ class ProducerMarks:
                 for tp, next_offset in mark.offsets.items():
                     if next_offset > offsets.get(tp, -1):
                         offsets[tp] = next_offset
-            watermark = min(mark.watermark for _, mark in alive.values())
+            counted = alive or latest
+            watermark = min(mark.watermark for _, mark in counted.values())
             view = MarkView(watermark, offsets, len(alive))
         self._view, self._view_version = view, version
-        self._view_expires = min((at + self.timeout_s for at, _ in alive.values()), default=1e300)
+        expiries = [at + self.timeout_s for at, _ in alive.values()]
+        expiries += [at + 10 * self.timeout_s for at, _ in latest.values()]
+        self._view_expires = min(expiries, default=1e300)
         return view
 
 

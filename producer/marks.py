@@ -271,6 +271,15 @@ class MarkPublisher:
         wait = self._last + (self.interval_s if self.marks.dirty else self.heartbeat_s)
         return max(0.0, wait - self._monotonic())
 
+    def publish_final(self) -> bool:
+        """One last mark, at once, when the producer stops cleanly with everything
+        acknowledged: consumers holding triggers for this producer's next mark release them
+        now rather than when it stops counting (processors/spread_marks.py). Not while
+        spooling (`paused`)."""
+        self._last = -1e18
+        self.marks.dirty = True
+        return self.maybe_publish()
+
     def maybe_publish(self) -> bool:
         now = self._monotonic()
         since = now - self._last

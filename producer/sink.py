@@ -409,6 +409,9 @@ class KafkaSink:
         self._stop_poll.set()
         self._poller.join(5)
         self._producer.poll(0)
+        publisher = self._publisher
+        if not remaining and publisher is not None and publisher.publish_final():
+            self._producer.flush(min(max(flush_timeout_s, 1.0), 5.0))  # (the mark only)
         spooled = self._put_back()
         self._spool.close()
         self._metrics.spool_depth.set(self._spool.depth)

@@ -1,13 +1,12 @@
 """End to end through a broker outage: the broker stops mid-session while the producer and a
-worker run, and comes back 20 s later (same port, same data).
+worker run, and comes back 12 s later (same port, same data).
 
 The producer spools what it receives meanwhile and sends it once the broker is back; the
 worker (all four streams) must stay up, rejoin its group and go on where it was. Its
 outputs must equal the oracle computed from the raw topics (tests/e2e/processors_oracle.py),
 floats to 1e-9; at-least-once delivery may repeat a record (identical copies only), since
 the outage can cost the worker its group membership and make it read again from its last
-commit. The spread is exact outside the outage; inside it the join falls back to its
-settle rule (no receive marks reach the worker), whose pairing is not guaranteed.
+commit.
 """
 
 from __future__ import annotations
@@ -28,10 +27,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow]
 
 SIM_START = "10:00:00"  # continuous trading on both venues all along
 OUTAGE_AFTER_S = 20.0
-OUTAGE_S = 20.0  # longer than the worker's session timeout (10 s)
-SESSION_S = 85.0  # wall seconds of simulated market at x20
-AFFECTED_BEFORE_S = 2.0
-AFFECTED_AFTER_S = 10.0
+OUTAGE_S = 12.0  # longer than the worker's session timeout (10 s)
+SESSION_S = 70.0  # wall seconds of simulated market at x20
 
 
 @dataclass
@@ -117,30 +114,14 @@ def test_program_equals_the_oracle(outage: Outage) -> None:
     checks.check_program(outage.raw, outage.outputs["program.netbuy"], exactly_once=False)
 
 
-def _trigger_at(record: dict[str, Any]) -> int:
-    venue = "krx" if record["trigger_venue"] == "KRX" else "nxt"
-    return int(record[f"{venue}_received_at"])
-
-
-def test_spread_equals_the_oracle_outside_the_outage(outage: Outage) -> None:
-    """Triggers received from just before the stop until the worker reads the producer's
-    receive marks again (back + AFFECTED_AFTER_S) were decided by the settle rule, which
-    can pair a trigger before the other venue's backlog arrived (docs/streams.md, "Receive
-    marks": a stated limit, not checked here); every other trigger equals the oracle."""
+def test_spread_equals_the_oracle(outage: Outage) -> None:
+    """No receive marks reach the worker during the outage: the producer's last ones hold
+    its triggers (processors/spread_marks.py), not the settle rule, which paired triggers
+    before the other venue's backlog arrived (335 records in one CI run)."""
     print(outage.counters.get("spread"))
-    stopped, back = outage.down_us
-    start, end = stopped - AFFECTED_BEFORE_S * 1e6, back + AFFECTED_AFTER_S * 1e6
-
-    def outside(record: dict[str, Any]) -> bool:
-        return not start <= _trigger_at(record) <= end
-
-    raw = outage.raw
-    expected = oracle.oracle_spread(raw["h0stasp0"], raw["h0nxasp0"], harness.MAX_AGE_MS)
-    kept = [r for r in expected if outside(r)]
-    published = [m.value for m in outage.outputs["spread.krx_nxt"] if outside(m.value)]
-    assert len(kept) > 100 and any(_trigger_at(r) > end for r in kept)
-    print(f"{len(expected) - len(kept)} of {len(expected)} expected records in the window")
-    oracle.compare(published, kept, duplicates_ok=True)
+    published = outage.outputs["spread.krx_nxt"]
+    checks.check_spread(outage.raw, published, harness.MAX_AGE_MS, exactly_once=False)
+    assert outage.counters["spread"].get("released by settle", 0) == 0
 
 
 def test_the_worker_saw_no_records_skipped(outage: Outage) -> None:

@@ -237,3 +237,24 @@ def test_mark_encoding_round_trips_and_refuses_garbage() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_a_last_mark_is_published_at_once_when_the_producer_stops_but_not_while_spooling() -> None:
+    clock = Clock()
+    marks = ReceiveMarks(clock=clock)
+    sent: list[bytes] = []
+    spooling = [False]
+    publisher = MarkPublisher(
+        marks, lambda key, value: sent.append(value), header=b"\x00\x00\x00\x00\x07",
+        producer="host:1:abcd", interval_s=0.02, heartbeat_s=1.0,
+        paused=lambda: spooling[0], monotonic=lambda: 100.0,
+    )  # fmt: skip
+    assert publisher.maybe_publish()
+    at = frame(marks, clock, 1)
+    marks.acked(at, True, "kis.h0stasp0", 0, 41)
+    assert not publisher.maybe_publish()  # within the interval
+    clock.tick()
+    assert publisher.publish_final() and len(sent) == 2  # the stop does not wait for it
+    assert decode_mark(sent[-1])[2].watermark >= at
+    spooling[0] = True
+    assert not publisher.publish_final() and len(sent) == 2

@@ -136,8 +136,34 @@ def test_every_live_producer_must_cover_the_trigger() -> None:
     now[0] = 3.5  # b has gone quiet (stopped, or spooling): its watermark no longer counts,
     # but what it wrote last may still be unread here
     assert marks.view() == MarkView(t0 + 60, {(NXT_TOPIC, 0): 9, (KRX_TOPIC, 1): 3}, 1)
-    now[0] = 10.0
-    assert marks.view() is None  # no live producer: the settle rule applies
+    now[0] = 10.0  # none live: the ones gone quiet in the last ten timeouts, by their last
+    # marks (cut off from the broker, they still hold what they received meanwhile)
+    assert marks.view() == MarkView(t0 + 20, {(NXT_TOPIC, 0): 9, (KRX_TOPIC, 1): 3}, 0)
+    now[0] = 2.0 + 30.0
+    assert marks.view() is None  # none for ten timeouts: the settle rule applies
+
+
+def test_a_producer_cut_off_from_the_broker_holds_its_triggers_until_its_marks_return() -> None:
+    """A broker outage: the producer's marks stop reaching the worker while it keeps
+    receiving; what it received is delivered later, the other venue's possibly after the
+    trigger. The settle rule would pair the trigger with an older quote (e2e, session 8)."""
+    now = [0.0]
+    marks = ProducerMarks([KRX_TOPIC, NXT_TOPIC], timeout_s=3.0, monotonic=lambda: now[0])
+    worker = Worker(marks=True)
+    worker.join.marks = marks.view
+    t0 = 1_800_000_000_000_000
+    marks.update("p", Mark(t0, {(KRX_TOPIC, 0): 0, (NXT_TOPIC, 0): 1}))
+    worker.read(book("NXT", 70_000, t0), offset=0, wall=0.0)
+    now[0] = 20.0  # the outage: no marks for 20 s; then the KRX backlog comes first
+    worker.read(book("KRX", 70_500, t0 + 15 * 10**6), offset=0, wall=20.0)
+    worker.timer(25.0, ends={(0, "NXT"): 1})  # NXT read to its end, settle time long past
+    krx = ("KRX", t0 + 15 * 10**6)
+    assert all(token != krx for token, _ in worker.decided)
+    worker.read(book("NXT", 70_900, t0 + 14 * 10**6), offset=1, wall=25.1)  # NXT's backlog
+    now[0] = 25.2
+    marks.update("p", Mark(t0 + 16 * 10**6, {(KRX_TOPIC, 0): 1, (NXT_TOPIC, 0): 2}))
+    worker.timer(25.2, ends={(0, "NXT"): 2})
+    assert worker.outcome(krx).record["nxt_bid"] == 70_900  # type: ignore[index]
 
 
 def test_without_live_marks_the_settle_rule_still_applies() -> None:
