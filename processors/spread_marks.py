@@ -38,7 +38,7 @@ class MarkView:
     """The lowest watermark: everything received at or before it is on the broker."""
     offsets: dict[tuple[str, int], int]
     """(topic, partition) -> the highest next offset any producer acknowledged there (the
-    live ones, and those gone quiet within the last ten timeouts)."""
+    live ones, and those gone quiet within `memory_s`)."""
     producers: int
 
 
@@ -55,6 +55,10 @@ class ProducerMarks:
         """``topics``: the raw topics whose offsets matter (others are dropped from views)."""
         self.topics = frozenset(topics)
         self.timeout_s = timeout_s
+        self.memory_s = 20 * timeout_s
+        """How long a producer gone quiet still counts: its last offsets, and, with none
+        live, its last watermark (60 s with the default timeout, as long as the join's
+        default maximum wait, the last resort anyway)."""
         self._monotonic = monotonic
         self._latest: dict[str, tuple[float, Mark]] = {}
         self._version = 0
@@ -70,7 +74,7 @@ class ProducerMarks:
         """A mark read (from one thread only: the reader's)."""
         now = self._monotonic()
         offsets = {tp: o for tp, o in mark.offsets.items() if tp[0] in self.topics}
-        latest = {p: e for p, e in self._latest.items() if now - e[0] < 10 * self.timeout_s}
+        latest = {p: e for p, e in self._latest.items() if now - e[0] < self.memory_s}
         latest[producer] = (now, Mark(mark.watermark, offsets))
         self._latest = latest  # replaced whole: `view` reads it from another thread
         self._version += 1
@@ -80,7 +84,7 @@ class ProducerMarks:
 
     def view(self) -> MarkView | None:
         """The live producers' marks combined. With none live, those gone quiet within the
-        last ten timeouts, by their last marks: a producer cut off from the broker (an
+        last `memory_s`, by their last marks: a producer cut off from the broker (an
         outage) still holds what it received meanwhile, and its triggers must not be paired
         before that arrives; one that stopped cleanly published a last mark covering all it
         sent. None when there is neither (fall back to settle)."""
@@ -88,7 +92,7 @@ class ProducerMarks:
         if self._version == self._view_version and now < self._view_expires:
             return self._view
         version, latest = self._version, self._latest
-        latest = {p: e for p, e in latest.items() if now - e[0] < 10 * self.timeout_s}
+        latest = {p: e for p, e in latest.items() if now - e[0] < self.memory_s}
         alive = {p: (at, m) for p, (at, m) in latest.items() if now - at < self.timeout_s}
         view = None
         if latest:
@@ -104,7 +108,7 @@ class ProducerMarks:
             view = MarkView(watermark, offsets, len(alive))
         self._view, self._view_version = view, version
         expiries = [at + self.timeout_s for at, _ in alive.values()]
-        expiries += [at + 10 * self.timeout_s for at, _ in latest.values()]
+        expiries += [at + self.memory_s for at, _ in latest.values()]
         self._view_expires = min(expiries, default=1e300)
         return view
 

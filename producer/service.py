@@ -26,7 +26,7 @@ from typing import IO, Any
 import click
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from kis_stream.logging import configure_logging, register_secrets
+from kis_stream.logging import configure_logging, quiet_repeats, register_secrets
 from kis_stream.settings import AppCredential, Settings, SettingsError, load_settings
 from producer.approval import ApprovalKeys
 from producer.catalogue import Catalogue, load_catalogue
@@ -44,6 +44,10 @@ from producer.spool_dedupe import drop_already_delivered
 from producer.status import StatusEvent
 
 log = logging.getLogger(__name__)
+
+QUIET_LOGGERS = ("producer.sink", "librdkafka")
+"""Kafka client trouble, logged once per kind per 10 s (with a count): while the broker is
+down librdkafka reports each failed connection, about five lines a second."""
 
 
 class StartupError(RuntimeError):
@@ -474,6 +478,7 @@ def produce(
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
+    quiet_repeats(QUIET_LOGGERS)
     with contextlib.ExitStack() as stack:
         if settings.kis_url is None and not settings.credentials:
             settings = stack.enter_context(_embedded_simulator(settings))

@@ -29,6 +29,7 @@ SIM_START = "10:00:00"  # continuous trading on both venues all along
 OUTAGE_AFTER_S = 20.0
 OUTAGE_S = 12.0  # longer than the worker's session timeout (10 s)
 SESSION_S = 70.0  # wall seconds of simulated market at x20
+AFTER_S = 20.0  # at least this much of it after the broker is back
 
 
 @dataclass
@@ -68,7 +69,8 @@ def outage(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         broker_down = False
         result.down_us = (stopped_at, time.time_ns() // 1000)
 
-        procs.sleep_until(started + SESSION_S, running)
+        # (a broker restart can take half a minute on a loaded machine)
+        procs.sleep_until(max(started + SESSION_S, time.monotonic() + AFTER_S), running)
         procs.stop("producer")
         procs.stop("sim")
         raw_topics = [f"{prefix}{tr.lower()}" for tr in harness.RAW_TRS]
