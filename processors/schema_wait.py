@@ -48,6 +48,12 @@ class SchemaWait:
         self.fetching = 0
         """Fetches under way (agents waiting for a schema)."""
 
+    def state(self) -> dict[str, float | None]:
+        """For the views: how long the agents have been waiting now, and in all."""
+        since = self.waiting_since
+        waiting = None if since is None else round(time.monotonic() - since, 3)
+        return {"waiting_for_s": waiting, "waited_s": round(self.waited_s, 3)}
+
     async def ready(self, messages: Iterable[Any]) -> None:
         """Returns once the writer schema of every message's value is in the client's cache,
         or known to be missing from the registry."""

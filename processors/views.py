@@ -45,6 +45,7 @@ def register(p: Processors) -> None:
                 "partitions": p.partitions,
                 "counters": {name: dict(s.counts) for name, s in p.stats.items()},
                 "offset_gaps": p.offset_gaps,
+                "schema_registry": p.schemas.state(),
             }
         )
 

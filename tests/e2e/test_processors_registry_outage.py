@@ -55,9 +55,11 @@ def test_records_met_while_the_registry_is_down_wait_for_it_and_none_is_lost(
             producer.produce(krx, value=updates.value(krx, 0), partition=0)
         assert producer.flush(30) == 0
         procs.sleep_until(time.monotonic() + OUTAGE_S, ["worker"])
-        counters = harness.counters(port)["counters"]["program"]
+        view = harness.counters(port)
+        counters = view["counters"]["program"]
         assert "skipped: undecodable" not in counters, counters
         assert counters.get("consumed", 0) == 0, counters  # (waiting: nothing done, or lost)
+        assert view["schema_registry"]["waiting_for_s"] > 0, view["schema_registry"]
         proxy.resume()
         inputs = {group: [krx, nxt, un, f"{group}-program-by-venue"]}
         out = f"{prefix}out.program.netbuy"

@@ -61,8 +61,12 @@ async def test_the_agent_does_not_go_on_while_the_registry_is_down() -> None:
     task = asyncio.create_task(wait.ready([Message(wire(7))]))
     await asyncio.sleep(0.2)
     assert not task.done() and registry.calls > 3
+    waiting = wait.state()["waiting_for_s"]
+    assert waiting is not None and waiting >= 0.1
     registry.failures = 0
     await asyncio.wait_for(task, 5)
+    state = wait.state()
+    assert state["waiting_for_s"] is None and (state["waited_s"] or 0) >= 0.1
 
 
 async def test_a_schema_the_registry_does_not_have_goes_on_to_the_decoder() -> None:
