@@ -45,8 +45,11 @@ class SchemaWait:
         self.waited_s = 0.0
         """Time spent waiting for the registry so far (shown by the views)."""
         self.waiting_since: float | None = None
+        """Since when at least one agent has been waiting for the registry."""
         self.fetching = 0
         """Fetches under way (agents waiting for a schema)."""
+        self._failing = 0
+        """Fetches that found the registry unavailable and are still waiting for it."""
 
     def state(self) -> dict[str, float | None]:
         """For the views: how long the agents have been waiting now, and in all."""
@@ -72,29 +75,36 @@ class SchemaWait:
 
     async def _fetch(self, header: bytes, topic: str) -> None:
         schema_id = int.from_bytes(header, "big")
-        delay, started, reminded = self.backoff_s, time.monotonic(), 0.0
-        while True:
-            try:
-                await asyncio.to_thread(self.registry.get_schema, schema_id)
-                break
-            except Exception as exc:  # the client's errors are not one class
-                if _not_found(exc):
+        delay, started, reminded, failed = self.backoff_s, time.monotonic(), -REMIND_S, False
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(self.registry.get_schema, schema_id)
                     break
-                now = time.monotonic()
-                if self.waiting_since is None or now - reminded >= REMIND_S:
-                    log.warning(
-                        "schema registry unavailable (%s: %s): the records of %s wait for "
-                        "writer schema %d, unacknowledged, for %.0f s now; nothing is skipped",
-                        type(exc).__name__, exc, topic, schema_id, now - started,
-                    )  # fmt: skip
-                    reminded = now
-                if self.waiting_since is None:
-                    self.waiting_since = now
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-        if self.waiting_since is not None:
-            waited = time.monotonic() - self.waiting_since
-            self.waited_s += waited
-            self.waiting_since = None
-            log.warning("schema registry answers again after %.1f s: records go on", waited)
+                except Exception as exc:  # the client's errors are not one class
+                    if _not_found(exc):
+                        break
+                    now = time.monotonic()
+                    if not failed:
+                        failed = True
+                        self._failing += 1
+                        if self.waiting_since is None:
+                            self.waiting_since = now
+                    if now - reminded >= REMIND_S:
+                        log.warning(
+                            "schema registry unavailable (%s: %s): the records of %s wait for "
+                            "writer schema %d, unacknowledged, for %.0f s now; nothing is "
+                            "skipped", type(exc).__name__, exc, topic, schema_id, now - started,
+                        )  # fmt: skip
+                        reminded = now
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff_s)
+        finally:
+            if failed:
+                self._failing -= 1
+                if not self._failing and self.waiting_since is not None:  # the last one waiting
+                    waited = time.monotonic() - self.waiting_since
+                    self.waited_s += waited
+                    self.waiting_since = None
+                    log.warning("schema registry answers again after %.1f s: records go on", waited)
         self._known.add(header)

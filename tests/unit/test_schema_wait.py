@@ -109,3 +109,29 @@ async def test_a_book_read_while_the_registry_is_down_is_published_not_skipped(
     assert h.p.stats[stream].counts["consumed"] == 1
     if stream == "imbalance":
         assert [r["received_at"] for r in h.published("kis.book.imbalance")] == [11]
+
+
+async def test_the_wait_is_over_when_the_last_waiting_agent_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class PerId:
+        def __init__(self) -> None:
+            self.down = {7, 8}
+
+        def get_schema(self, schema_id: int) -> str:
+            if schema_id in self.down:
+                raise ConnectionError("Connection refused")
+            return "schema"
+
+    registry = PerId()
+    wait = SchemaWait(registry, backoff_s=0.001, max_backoff_s=0.002)  # type: ignore[arg-type]
+    first = asyncio.create_task(wait.ready([Message(wire(7))]))
+    second = asyncio.create_task(wait.ready([Message(wire(8), topic="kis.h0nxasp0")]))
+    await asyncio.sleep(0.05)
+    registry.down.discard(7)
+    await asyncio.wait_for(first, 5)
+    assert wait.state()["waiting_for_s"] is not None  # the other agent still waits
+    registry.down.clear()
+    await asyncio.wait_for(second, 5)
+    assert wait.state()["waiting_for_s"] is None
+    assert sum("answers again" in r.getMessage() for r in caplog.records) == 1
