@@ -103,21 +103,21 @@ class RepeatFilter(logging.Filter):
         self.window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._kinds: dict[tuple[str, int, str], list[float]] = {}
-        """kind -> [when one was last let through, how many were held back since]."""
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
+        """kind -> (when one was last let through, how many were held back since)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         kind = (record.name, record.levelno, self._NUMBERS.sub("#", record.getMessage()))
         now = self._clock()
         with self._lock:
-            seen = self._kinds.get(kind)
-            if seen is not None and now - seen[0] < self.window_s:
-                seen[1] += 1
+            shown, held = self._kinds.get(kind, (-1e18, 0))
+            if now - shown < self.window_s:
+                self._kinds[kind] = (shown, held + 1)
                 return False
-            self._kinds[kind] = [now, 0]
-        if seen is not None and seen[1]:
-            record.msg = f"{record.getMessage()} ({seen[1]:.0f} more like this in the last "
-            record.msg += f"{now - seen[0]:.0f} s not shown)"
+            self._kinds[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like this in the last "
+            record.msg += f"{now - shown:.0f} s not shown)"
             record.args = ()  # (not None: mode's formatter would format the message with it)
         return True
 

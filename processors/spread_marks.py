@@ -74,13 +74,17 @@ class ProducerMarks:
         """A mark read (from one thread only: the reader's)."""
         now = self._monotonic()
         offsets = {tp: o for tp, o in mark.offsets.items() if tp[0] in self.topics}
-        latest = {p: e for p, e in self._latest.items() if now - e[0] < self.memory_s}
+        latest = self._recent(now)
         latest[producer] = (now, Mark(mark.watermark, offsets))
         self._latest = latest  # replaced whole: `view` reads it from another thread
         self._version += 1
         self.received += 1
         if self.on_update is not None:
             self.on_update()
+
+    def _recent(self, now: float) -> dict[str, tuple[float, Mark]]:
+        """The latest mark of each producer heard from within `memory_s` (a new dict)."""
+        return {p: e for p, e in self._latest.items() if now - e[0] < self.memory_s}
 
     def view(self) -> MarkView | None:
         """The live producers' marks combined. With none live, those gone quiet within the
@@ -91,8 +95,7 @@ class ProducerMarks:
         now = self._monotonic()
         if self._version == self._view_version and now < self._view_expires:
             return self._view
-        version, latest = self._version, self._latest
-        latest = {p: e for p, e in latest.items() if now - e[0] < self.memory_s}
+        version, latest = self._version, self._recent(now)
         alive = {p: (at, m) for p, (at, m) in latest.items() if now - at < self.timeout_s}
         view = None
         if latest:

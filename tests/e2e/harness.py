@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema
 
+from kis_stream.services import free_port as free_port  # (for the test modules)
 from processors.codec import registry_client
 from producer.avro import ConfluentEncoder, load_raw_schema
 from producer.catalogue import load_catalogue
@@ -33,12 +34,6 @@ MAX_AGE_MS = 5_000.0
 RAW_TRS = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0", "H0STASP0", "H0NXASP0", "H0UNASP0")
 RAW_TRS += ("H0STPGM0", "H0NXPGM0", "H0UNPGM0")
 STREAMS = ("bars.1s", "book.imbalance", "program.netbuy", "spread.krx_nxt")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str) -> list[str]:
