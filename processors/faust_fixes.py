@@ -47,6 +47,9 @@ partition around a rebalance). What broke it, and the fix for each:
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
+10. Before a commit (`before_commit`): what must be in a changelog before offsets are
+   committed, written just before Faust flushes its producer and commits them. The spread
+   writes the quotes a replay from those offsets would need there, not one per input.
 9. Agents' buffers cleared while the flow runs (`resume_flow_control`): mode's
    `FlowControlEvent.resume` empties every managed queue (the agents' channel buffers, the
    changelog queue), and Faust's recovery resumes it twice: when it starts reading the
@@ -65,7 +68,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import faust
@@ -84,6 +87,7 @@ _FIRST = "_kis_first"
 _HEAD_GAPS = "_kis_head_gaps"
 _FETCHED = "_kis_fetched"
 _ASSIGNMENTS = "_kis_assignments"
+_BEFORE_COMMIT = "_kis_before_commit"
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,16 @@ def committed_offset(app: faust.App, tp: TP) -> int | None:
     """
     committed: dict[TP, int] | None = app.tables.__dict__.get(_COMMITTED)
     return committed.get(tp) if committed is not None else None
+
+
+def before_commit(app: faust.App, callback: Callable[[Mapping[TP, int]], object]) -> None:
+    """Call `callback(offsets)` whenever this worker is about to commit `offsets`.
+
+    It runs before Faust flushes its producer and sends the commit, so what it sends is on
+    the broker before the offsets are committed (if the commit fails, the last committed
+    offsets stand). An exception stops the commit.
+    """
+    app.__dict__.setdefault(_BEFORE_COMMIT, []).append(callback)
 
 
 def sought_offset(app: faust.App, tp: TP) -> int | None:
@@ -274,7 +288,20 @@ def apply() -> None:
     original_add_gap = cls._add_gap
     original_ack = cls.ack
     original_wait_next_records = cls._wait_next_records
+    original_commit_offsets = cls._commit_offsets
     original_resume = FlowControlEvent.resume
+
+    async def _commit_offsets(
+        self: Any, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        for callback in self.app.__dict__.get(_BEFORE_COMMIT, ()):
+            callback(offsets)
+        return cast(
+            bool,
+            await original_commit_offsets(
+                self, offsets, start_new_transaction=start_new_transaction
+            ),
+        )
 
     def resume_flow_control(self: FlowControlEvent) -> None:
         # mode's resume, only if the flow was suspended: resuming a running flow changes
@@ -530,6 +557,7 @@ def apply() -> None:
     cls.perform_seek = perform_seek
     cls.getmany = getmany
     cls._new_offset = _new_offset
+    cls._commit_offsets = _commit_offsets
     cls._add_gap = _add_gap
     cls.ack = ack
     cls._wait_next_records = _wait_next_records

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -56,6 +56,8 @@ BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
 ORDER_SLACK_US = 100_000
 """Margin for receive times out of order within a partition (two WebSocket sessions)."""
 _RECEIVED_AT = itemgetter(RECEIVED_AT)
+_SRC = itemgetter(SRC)
+_FIRST = itemgetter(0)
 TIDY_EVERY_S, TIDY_PAIRS, TIDY_QUOTES = 0.02, 256, 200
 """How often and how much `SpreadJoin.tidy` prunes while nothing is held."""
 PRUNE_EVERY = 32
@@ -166,15 +168,20 @@ class Held:
 
 
 class StoreWriter(Protocol):
-    """Writes of the join's store, in the partition of the input the quote came from."""
+    """Writes of the join's store: to the changelog too (`set`, `delete`), in the partition
+    of the input the quote came from, or to this worker's copy only (`*_local`)."""
 
     def set(self, partition: int, key: str, value: Any) -> None: ...
 
     def delete(self, partition: int, key: str) -> bool: ...
 
+    def set_local(self, key: str, value: Any) -> None: ...
+
+    def delete_local(self, key: str) -> None: ...
+
 
 class MappingWriter:
-    """A `StoreWriter` for a plain mapping (the partition does not matter)."""
+    """A `StoreWriter` for a plain mapping (no changelog: local and logged writes agree)."""
 
     def __init__(self, store: MutableMapping[str, Any]) -> None:
         self.store = store
@@ -184,6 +191,12 @@ class MappingWriter:
 
     def delete(self, partition: int, key: str) -> bool:
         return self.store.pop(key, _GONE) is not _GONE
+
+    def set_local(self, key: str, value: Any) -> None:
+        self.store[key] = value
+
+    def delete_local(self, key: str) -> None:
+        self.store.pop(key, None)
 
 
 _GONE = object()
@@ -225,6 +238,14 @@ class SpreadJoin:
     received before that bound only the last is kept. The table therefore holds what a
     replay from the committed offsets needs, however far one topic was read ahead of the
     other (a fixed-length history did not: issue 6, missed pairings after a hand-over).
+
+    The changelog holds less than this worker's copy: a quote is written to it only when
+    Faust is about to commit its own topic past it (`before_commit`), and only if a trigger
+    at or after the other topic's offset being committed could pair with it; a quote at or
+    after its own topic's committed offset is read again by a replay, which puts back what
+    the restored table lacks (`on_quote` inserts it by offset). Most quotes are deleted
+    before they are ever written: a changelog record for about one input in six instead of
+    two per input (a write and a tombstone; docs/benchmarks.md, session 9).
 
     In memory, rebuilt after each rebalance: per partition and venue the watermark, the
     uncommitted offsets read, the held triggers.
@@ -271,6 +292,8 @@ class SpreadJoin:
         self.held_times: dict[tuple[int, str], deque[int]] = defaultdict(deque)
         """Per partition and venue, the receive times of the held triggers, in order."""
         self.quotes: dict[tuple[str, str], deque[list[Any]]] = {}
+        self.unwritten: dict[tuple[str, str], dict[int, int]] = {}
+        """(symbol, venue) -> {offset: partition} of the quotes not in the changelog."""
         self.untidy: dict[tuple[str, str], int] = {}
         """(symbol, venue) -> partition: pairs whose last prune left older quotes (`tidy`)."""
         self.disordered: set[tuple[str, str]] = set()
@@ -288,8 +311,14 @@ class SpreadJoin:
 
         Held triggers are dropped unpublished and unacknowledged: their offsets were not
         committed, so after the rebalance they are read again (by this worker or another).
-        The quote index is rebuilt from the table (recovered by then) on the next input.
+        Quotes never written to the changelog leave the table, which is then what a worker
+        recovering it would find, and come back as unwritten when read again. The quote index
+        is rebuilt from the table (recovered by then) on the next input.
         """
+        for (symbol, venue), offsets in self.unwritten.items():
+            for offset in offsets:
+                self.writer.delete_local(quote_key(symbol, venue, offset))
+        self.unwritten.clear()
         self.watermarks.clear()
         self.quiet.clear()
         self.known_ends.clear()
@@ -345,7 +374,9 @@ class SpreadJoin:
             if quotes and received_at < quotes[-1][RECEIVED_AT]:
                 self.disordered.add((symbol, venue))
             quotes.append(quote)
-            self.writer.set(partition, quote_key(symbol, venue, offset), quote)
+            self._keep(symbol, venue, quote, partition)
+        else:
+            self._insert(symbol, venue, quotes, quote, partition)
         mark = (partition, venue)
         if received_at > self.watermarks.get(mark, -1):
             self.watermarks[mark] = received_at
@@ -365,6 +396,79 @@ class SpreadJoin:
             elif len(quotes) > 1 and pair not in self.untidy:
                 self.untidy[pair] = partition  # (for `tidy`, in idle time)
         return decided
+
+    def _keep(self, symbol: str, venue: str, quote: list[Any], partition: int) -> None:
+        """Put a new quote in this worker's table; the changelog gets it in `before_commit`."""
+        offset = quote[SRC]
+        self.writer.set_local(quote_key(symbol, venue, offset), quote)
+        unwritten = self.unwritten.get((symbol, venue))
+        if unwritten is None:
+            unwritten = self.unwritten[(symbol, venue)] = {}
+        unwritten[offset] = partition
+
+    def _insert(
+        self, symbol: str, venue: str, quotes: deque[list[Any]], quote: list[Any], partition: int
+    ) -> None:
+        """A replayed quote: put back in offset order if the restored table lacks it (it was
+        not written to the changelog), else nothing (the table has it already)."""
+        offset = quote[SRC]
+        at = bisect_left(quotes, offset, key=_SRC)
+        if at < len(quotes) and quotes[at][SRC] == offset:
+            return
+        quotes.insert(at, quote)
+        received_at = quote[RECEIVED_AT]
+        if (at > 0 and quotes[at - 1][RECEIVED_AT] > received_at) or (
+            quotes[at + 1][RECEIVED_AT] < received_at
+        ):
+            self.disordered.add((symbol, venue))
+        self._keep(symbol, venue, quote, partition)
+
+    def before_commit(self, offsets: Mapping[tuple[int, str], int]) -> int:
+        """Write to the changelog the quotes a replay from `offsets` (partition, venue ->
+        the offset Faust is about to commit) would need and not read again; how many.
+
+        Called before the offsets are committed: if the commit fails, the last committed
+        offsets stand, and what they need was written before them. Of the unwritten quotes of
+        a venue below its offset, those a trigger of the other venue at or after its offset
+        could pair with (by `replay_bound` for that offset, the prune's rule) are written;
+        the others are left for the prune to drop (they are needed by no later commit).
+        """
+        written = 0
+        for (symbol, venue), unwritten in list(self.unwritten.items()):
+            if not unwritten:
+                del self.unwritten[(symbol, venue)]
+                continue
+            partition = next(iter(unwritten.values()))
+            until = offsets.get((partition, venue))
+            if until is None:
+                until = self.committed(partition, venue)
+                if until is None:
+                    continue
+            other = NXT if venue == KRX else KRX
+            other_offset = offsets.get((partition, other))
+            bound = self.replay_bound(partition, other, other_offset)
+            quotes = self._quotes(symbol, venue)
+            start = self._first_kept(symbol, venue, quotes, bound)
+            for i in range(start, len(quotes)):
+                quote = quotes[i]
+                offset = quote[SRC]
+                if offset >= until:
+                    break
+                if unwritten.pop(offset, None) is not None:
+                    self.writer.set(partition, quote_key(symbol, venue, offset), quote)
+                    written += 1
+        return written
+
+    def _first_kept(self, symbol: str, venue: str, quotes: deque[list[Any]], bound: int) -> int:
+        """Index of the first quote a prune by `bound` would keep."""
+        if bound < 0 or len(quotes) < 2:
+            return 0
+        if (symbol, venue) not in self.disordered:
+            return max(bisect_right(quotes, bound, key=_RECEIVED_AT) - 1, 0)
+        at = 0
+        while at + 1 < len(quotes) and quotes[at + 1][RECEIVED_AT] <= bound:
+            at += 1
+        return at
 
     def skip(
         self, partition: int, reason: str | None, *, wall: float, token: Any = None
@@ -453,9 +557,10 @@ class SpreadJoin:
             quotes = self.quotes[(symbol, venue)] = deque()
         return quotes
 
-    def replay_bound(self, partition: int, venue: str) -> int:
+    def replay_bound(self, partition: int, venue: str, committing: int | None = None) -> int:
         """Receive time at or after which every trigger of `venue` still to come (or to come
-        again after a crash) in this partition is received; -1 if unknown."""
+        again after a crash) in this partition is received; -1 if unknown. ``committing``:
+        as if that offset were committed (not yet known to be)."""
         mark = (partition, venue)
         known = self.watermarks.get(mark, -1)
         quiet = self.quiet.get(mark, -1)
@@ -469,7 +574,11 @@ class SpreadJoin:
             if committed is not None:
                 while pending and pending[0][0] < committed:
                     pending.popleft()
-            if pending:
+            if committing is not None and (committed is None or committing > committed):
+                at = bisect_left(pending, committing, key=_FIRST)
+                if at < len(pending):
+                    known = min(known, pending[at][1])
+            elif pending:
                 known = min(known, pending[0][1])
         held = self.held_times.get(mark)
         if held:
@@ -490,7 +599,12 @@ class SpreadJoin:
             if limit is not None and dropped >= limit:
                 break
             old = quotes.popleft()
-            self.writer.delete(partition, quote_key(symbol, venue, old[SRC]))
+            offset = old[SRC]
+            unwritten = self.unwritten.get(key)
+            if unwritten and unwritten.pop(offset, None) is not None:
+                self.writer.delete_local(quote_key(symbol, venue, offset))
+            else:
+                self.writer.delete(partition, quote_key(symbol, venue, offset))
             dropped += 1
         self.untidy.pop(key, None)
         if len(quotes) > 1:
@@ -666,6 +780,19 @@ def register(p: Processors) -> None:
         writer=TableWriter(table),
         prune_every=PRUNE_EVERY,
     )
+    venue_of = {topic: venue for venue, topic in topic_of.items()}
+
+    def write_needed_quotes(offsets: Mapping[TP, int]) -> None:
+        written = join.before_commit(
+            {
+                (tp.partition, venue_of[tp.topic]): o
+                for tp, o in offsets.items()
+                if tp.topic in venue_of
+            }
+        )
+        stats.inc("quotes written to the changelog", written)
+
+    faust_fixes.before_commit(p.app, write_needed_quotes)
     out = p.output(topics.SPREAD_KRX_NXT)
     in_order = asyncio.Lock()
 

@@ -3,8 +3,9 @@
 `table[key] = value` costs, per key, Faust's current-event lookup (to find the changelog
 partition), the source-topic check, the serializer lookups of the channel and the sensors;
 in the spread's profile that was about a fifth of the worker's CPU (docs/benchmarks.md). The
-spread writes a quote per input and deletes it later, from the agent and from its release
-timer (outside any event), always knowing the partition.
+spread keeps a quote per input and deletes it later, from the agent and from its release
+timer (outside any event), always knowing the partition; it writes to the changelog only
+the quotes a replay would need, when Faust commits (`set_local`, then `set`).
 
 `TableWriter` writes the table's store and appends the changelog record exactly as Faust's
 write does (same key and value bytes, same partition, the same delivery watch as
@@ -51,6 +52,14 @@ class TableWriter:
             return False
         self._send(partition, key, None)
         return True
+
+    def set_local(self, key: Any, value: Any) -> None:
+        """Set a key in this worker's store only (nothing in the changelog)."""
+        (self._items or self._resolve_items())[key] = value
+
+    def delete_local(self, key: Any) -> None:
+        """Remove a key from this worker's store only (one never written to the changelog)."""
+        (self._items or self._resolve_items()).pop(key, None)
 
     def _resolve_items(self) -> MutableMapping[Any, Any]:
         """The table's store; for the memory store, its dict (the store adds a call)."""

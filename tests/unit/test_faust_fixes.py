@@ -391,3 +391,31 @@ def test_resuming_a_running_flow_keeps_what_the_agents_have_not_read_yet() -> No
     app.flow_control.suspend()  # a rebalance begins: what is buffered is from before it
     app.flow_control.resume()
     assert buffer.qsize() == 0
+
+
+async def test_before_commit_writes_go_out_before_the_offsets_and_a_failure_stops_them() -> None:
+    app, consumer = _consumer("fixes-before-commit")
+    steps: list[Any] = []
+
+    async def flush() -> None:
+        steps.append("producer flushed")
+
+    async def commit(offsets: Any) -> bool:
+        steps.append(("committed", dict(offsets)))
+        return True
+
+    app.producer.flush = flush  # type: ignore[method-assign]
+    consumer._commit = commit
+    consumer.assignment = lambda: {TP1}
+    faust_fixes.before_commit(app, lambda offsets: steps.append(("before", dict(offsets))))
+    assert await consumer._commit_offsets({TP1: 7})
+    assert steps == [("before", {TP1: 7}), "producer flushed", ("committed", {TP1: 7})]
+
+    def refuse(offsets: Any) -> None:
+        raise RuntimeError("cannot write the changelog")
+
+    faust_fixes.before_commit(app, refuse)
+    steps.clear()
+    with pytest.raises(RuntimeError, match="cannot write"):
+        await consumer._commit_offsets({TP1: 9})
+    assert steps == [("before", {TP1: 9})]  # nothing flushed, nothing committed

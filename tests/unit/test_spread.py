@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from processors.inputs import Book, book_from
-from processors.spread import SpreadJoin, SpreadOutcome, quote_of, spread_record
+from processors.spread import MappingWriter, SpreadJoin, SpreadOutcome, quote_of, spread_record
 from processors.topology import TopologyError, stream_partitions
 
 
@@ -523,6 +523,16 @@ class Changelog(dict[str, Any]):
         dict.update(self, self.flushed)
 
 
+class ChangelogWriter(MappingWriter):
+    """Local writes stay out of the `Changelog` (lost in a crash)."""
+
+    def set_local(self, key: str, value: Any) -> None:
+        dict.__setitem__(self.store, key, value)
+
+    def delete_local(self, key: str) -> None:
+        dict.pop(self.store, key, None)
+
+
 @pytest.mark.parametrize("prune_every", [1, 7])
 @pytest.mark.parametrize("seed", [13, 16, 19, 20, 21, 22])
 def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(
@@ -567,6 +577,7 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(
             max_wait_s=2.0,  # (a slow worker: the maximum wait passes while catching up)
             settle_s=0.5,
             committed=lambda partition, venue: committed[venue],
+            writer=ChangelogWriter(store),
             prune_every=prune_every,
         )
         position = dict(committed)
@@ -609,12 +620,16 @@ def test_crashes_anywhere_lose_no_pairing_however_the_topics_are_fetched(
                 wall += 1
                 take(join.expire(wall, ends, {(0, v): committed[v] for v in books}))
             if rng.random() < 0.4:  # Faust's commit: flush the producer, then the offsets
+                committing = dict(committed)
+                for v in committing:
+                    while committing[v] in acked[v]:
+                        committing[v] += 1
+                join.before_commit({(0, v): offset for v, offset in committing.items()})
                 store.flush()
                 published.update(unflushed)
                 unflushed.clear()
-                for v in committed:
-                    while committed[v] in acked[v]:
-                        committed[v] += 1
+                if rng.random() < 0.8:  # (else the broker refused the commit)
+                    committed.update(committing)
         if life < 11:  # a random part of what was sent since the last commit is lost
             store.crash(rng)
             published.update(unflushed[: rng.randint(0, len(unflushed))])
@@ -724,19 +739,32 @@ def test_tidy_writes_the_table_in_the_quotes_own_partition_outside_the_agent() -
         return Sent(partition)
 
     table.send_changelog = send_changelog  # type: ignore[method-assign]
+    committed: dict[str, int | None] = {"KRX": None, "NXT": None}
     join = SpreadJoin(
-        table, max_age_ms=5_000, committed=lambda partition, venue: 50, writer=TableWriter(table)
+        table,
+        max_age_ms=5_000,
+        committed=lambda partition, venue: committed[venue],
+        writer=TableWriter(table),
     )
     for i in range(50):
         for venue, t in (("KRX", 2 * i), ("NXT", 2 * i + 1)):
             join.on_book(book(venue, 100, 102, t * SECOND), offset=i, partition=2, wall=0)
+    assert sent == []  # nothing in the changelog before a commit
+    # KRX committed far ahead of NXT: a replay of NXT from offset 10 (received at 21 s)
+    # needs the KRX quotes from the last received by then on; NXT needs nothing below 10.
+    assert join.before_commit({(2, "KRX"): 50, (2, "NXT"): 10}) == 40
     assert {partition for partition, _, _ in sent} == {2}
+    assert [key for _, key, _ in sent] == [f"005930|KRX|{i}" for i in range(10, 50)]
+    committed.update(KRX=50, NXT=50)
     join.expire(100.0)
     sent.clear()
     with pytest.raises(TypeError, match="outside of stream iteration"):
         table["005930|KRX|0"] = None  # (a Faust table outside the agent: no current event)
     assert join.tidy() > 0
-    assert sent and {(partition, value) for partition, _, value in sent} == {(2, None)}
+    # Tombstones only for the quotes written, in their partition; the others just go.
+    assert [(partition, key, value) for partition, key, value in sent] == [
+        (2, f"005930|KRX|{i}", None) for i in range(10, 49)
+    ]
     assert sorted(table) == ["005930|KRX|49", "005930|NXT|48", "005930|NXT|49"]
 
 
