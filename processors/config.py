@@ -78,7 +78,8 @@ class ProcessorSettings(BaseSettings):
     spread_mark_timeout: float = 3.0
     """Seconds without a mark after which a producer no longer counts (its heartbeat: 1 s)."""
     spread_clock: float = 0.01
-    """Interval (seconds) of the timer that releases held triggers."""
+    """Interval (seconds) of the timer that releases held triggers (it also runs at once
+    when a new receive mark arrives)."""
     spread_max_wait: float = 60.0
     """Last resort (the brokers' end offsets cannot be read): seconds after which a trigger
     is paired with whatever has been read. A worker catching up on a backlog holds triggers

@@ -27,11 +27,12 @@ stamps (whole seconds only) and never on the processor's clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import itemgetter
@@ -42,6 +43,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP
 
 from kis_stream import topics
+from kis_stream.logging import RepeatFilter
 from processors import broker_outage, faust_fixes
 from processors.codec import WireError
 from processors.inputs import INT_OR_NONE, Book, as_int, envelope_problem
@@ -50,6 +52,9 @@ from processors.table_writes import TableWriter
 
 if TYPE_CHECKING:
     from processors.app import Processors
+
+log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter(30.0))  # (a failing release tick would log every 10 ms)
 
 KRX, NXT = "KRX", "NXT"
 BID, ASK, BID_QTY, ASK_QTY, EVENT_TIME, RECEIVED_AT, SRC = range(7)
@@ -868,10 +873,12 @@ def register(p: Processors) -> None:
         if mark_reader is not None:
             mark_reader.start()
 
-    logging.getLogger("mode.timers").addFilter(quiet_release_overlaps)
     tidied = [0.0]  # when the release timer last ran `join.tidy`
 
-    @p.app.timer(interval=settings.spread_clock)
+    @p.app.task
+    async def spread_release_loop() -> None:
+        await release_loop(spread_release, settings.spread_clock, producer_marks)
+
     async def spread_release() -> None:
         """Publish the triggers the producers' marks cover, or whose other venue is quiet
         (read to its end) or too slow."""
@@ -909,21 +916,33 @@ def register(p: Processors) -> None:
             mark_reader.close()
 
 
-def quiet_release_overlaps(record: logging.LogRecord) -> bool:
-    """Drop mode's "Timer ... is overlapping" warnings of the release timer.
+async def release_loop(
+    release: Callable[[], Awaitable[None]], interval_s: float, marks: ProducerMarks
+) -> None:
+    """Run `release` every `interval_s` (`PROCESSORS_SPREAD_CLOCK`), and at once when a new
+    receive mark arrives: the marks decide most held triggers whose other venue is quiet, and
+    waiting for the next tick added up to the interval to their latency. A failing call is
+    logged (at most every 30 s) and the loop goes on."""
+    loop = asyncio.get_running_loop()
+    marked = asyncio.Event()
 
-    The timer ticks every `PROCESSORS_SPREAD_CLOCK` (10 ms) so that held triggers go out
-    soon; a tick that publishes or reads end offsets often takes longer than that, which is
-    expected and harmless (the next tick just starts late), not worth a warning each time.
-    """
-    args = record.args
-    return not (
-        isinstance(record.msg, str)
-        and record.msg.startswith("Timer %s is overlapping")
-        and isinstance(args, tuple)
-        and bool(args)
-        and "spread_release" in str(args[0])
-    )
+    def wake() -> None:  # (on the marks' reader thread)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the worker stops
+            loop.call_soon_threadsafe(marked.set)
+
+    marks.on_update = wake
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await marked.wait()
+            marked.clear()
+            try:
+                await release()
+            except Exception:
+                log.exception("releasing held spread triggers failed; trying again")
+    finally:
+        marks.on_update = None
 
 
 class EndOffsets:

@@ -67,7 +67,7 @@ class ProducerMarks:
         self._view_expires = float("inf")
         self.received = 0
         self.malformed = 0
-        self.on_update: Callable[[], None] | None = None
+        self.on_update: Callable[[], object] | None = None
         """Called (on the reader thread) after each new mark."""
 
     def update(self, producer: str, mark: Mark) -> None:

@@ -701,26 +701,6 @@ def test_the_index_is_rebuilt_once_the_tables_recovery_completed() -> None:
     ]
 
 
-def test_release_timer_overlaps_are_not_logged_but_other_timers_are() -> None:
-    import logging
-
-    from processors.spread import quiet_release_overlaps
-
-    def record(name: str) -> logging.LogRecord:
-        return logging.LogRecord(
-            "mode.timers",
-            logging.WARNING,
-            __file__,
-            1,
-            "Timer %s is overlapping (interval=%r runtime=%r)",
-            (name, 0.01, 0.02),
-            None,
-        )
-
-    assert not quiet_release_overlaps(record("processors.spread.register.<locals>.spread_release"))
-    assert quiet_release_overlaps(record("processors.bars.register.<locals>.bars_clock"))
-
-
 def test_tidy_writes_the_table_in_the_quotes_own_partition_outside_the_agent() -> None:
     import faust
 
@@ -813,3 +793,39 @@ def test_the_agents_quote_from_the_decoders_values_is_the_books_quote() -> None:
         book = book_from_values(tuple(record[name] for name in BOOK_COLUMNS))
         got = quote_from_values(tuple(record[name] for name in QUOTE_COLUMNS), 42)
         assert got == (book if isinstance(book, str) else quote_of(book, 42))
+
+
+async def test_held_triggers_are_released_as_soon_as_a_mark_arrives_not_at_the_next_tick() -> None:
+    import asyncio
+    import threading
+
+    from processors.spread import release_loop
+    from processors.spread_marks import ProducerMarks
+    from producer.marks import Mark
+
+    marks = ProducerMarks(["kis.h0stasp0"])
+    calls: list[int] = []
+    called = asyncio.Event()
+
+    async def release() -> None:
+        calls.append(marks.received)
+        called.set()
+        if len(calls) == 2:
+            raise RuntimeError("one failing tick")
+
+    loop = asyncio.create_task(release_loop(release, 3600.0, marks))  # (a tick: once an hour)
+    while marks.on_update is None:
+        await asyncio.sleep(0)
+    try:
+        for n in (1, 2, 3):
+            called.clear()
+            reader = threading.Thread(target=marks.update, args=("p1", Mark(n, {})))
+            reader.start()  # (marks are read on a thread of their own)
+            reader.join()
+            await asyncio.wait_for(called.wait(), 10)
+            assert calls[-1] == n  # woken by the mark, and still running after a failure
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+    assert marks.on_update is None
