@@ -52,6 +52,8 @@ class Run:
     """Per worker, the offset gaps its agents saw (records Faust skipped), from /kis/."""
     spread_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per worker, the spread agent's counters (published, not published by reason)."""
+    spread_changelog: int = 0
+    """Records in the `one` deployment's spread table changelog (writes and tombstones)."""
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,9 @@ def run(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
             result.spread_counters[name] = counters["counters"]["spread"]
         for name in workers:
             procs.stop(name)
+        result.spread_changelog = harness.end_offsets(
+            services.bootstrap, [f"e2e-one-{tag}-spread_books-changelog"]
+        )
         for topic in raw_topics:
             result.raw[topic.removeprefix(prefix)] = oracle.read_topic(
                 services.bootstrap, services.registry_url, topic
@@ -174,3 +179,13 @@ def test_two_workers_both_did_work(run: Run) -> None:
 
 def test_no_worker_saw_records_skipped(run: Run) -> None:
     assert run.offset_gaps == dict.fromkeys(run.offset_gaps, 0)
+
+
+def test_the_spread_changelog_holds_only_what_a_replay_needs(run: Run) -> None:
+    """Quotes go to the changelog only when a commit passes them and a replay could need
+    them (processors/spread.py): far fewer records than books (a write and a tombstone per
+    book before), and the crash and two-worker deployments still equal the oracle."""
+    books = len(run.raw["h0stasp0"]) + len(run.raw["h0nxasp0"])
+    written = run.spread_counters["one"].get("quotes written to the changelog", 0)
+    assert books > 1_000
+    assert 0 < written <= run.spread_changelog < books / 2, (written, run.spread_changelog, books)
