@@ -394,8 +394,9 @@ def run_stream(
             if cpu_first is None:
                 cpu_first = cpu_seconds(proc.pid)
             cpu_last = cpu_seconds(proc.pid)
-            first = min(stamps) if first is None else min(first, *stamps)
-            last = max(stamps) if last is None else max(last, *stamps)
+            low, high = min(stamps), max(stamps)
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
             count += len(stamps)
         if not count or first is None or last is None:
             raise click.ClickException(f"{stream}: the worker produced no output")

@@ -47,9 +47,6 @@ partition around a rebalance). What broke it, and the fix for each:
    a partition, recorded only when the broker accepted the commit (Faust's monitor records
    attempted commits too). The spread agent keeps in its table the quotes a replay from the
    committed offsets still needs (processors/spread.py).
-10. Before a commit (`before_commit`): what must be in a changelog before offsets are
-   committed, written just before Faust flushes its producer and commits them. The spread
-   writes the quotes a replay from those offsets would need there, not one per input.
 9. Agents' buffers cleared while the flow runs (`resume_flow_control`): mode's
    `FlowControlEvent.resume` empties every managed queue (the agents' channel buffers, the
    changelog queue), and Faust's recovery resumes it twice: when it starts reading the
@@ -59,6 +56,9 @@ partition around a rebalance). What broke it, and the fix for each:
    worker with a backlog lost whole batches that way (e2e `crash`: a partition never
    committed again, or an agent's "records skipped"). Here a resume clears the queues only
    when the flow was suspended (a rebalance began: what they hold is from before it).
+10. Before a commit (`before_commit`): what must be in a changelog before offsets are
+   committed, written just before Faust flushes its producer and commits them. The spread
+   writes the quotes a replay from those offsets would need there, not one per input.
 
 Each rebalance logs one line: the committed offsets the stream partitions were sought to
 and aiokafka's fetch position then; the rest (revocations, re-reads) at debug level.

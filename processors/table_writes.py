@@ -43,7 +43,7 @@ class TableWriter:
         self._dumps_value: Callable[[Any], bytes] | None = None
 
     def set(self, partition: int, key: Any, value: Any) -> None:
-        (self._items or self._resolve_items())[key] = value
+        self.set_local(key, value)
         self._send(partition, key, value)
 
     def delete(self, partition: int, key: Any) -> bool:
